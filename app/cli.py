@@ -1,0 +1,138 @@
+"""`session-broker serve|migrate|openapi`: the process entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from app.config import ConfigurationError, Settings, load_settings
+
+log = logging.getLogger("session_broker")
+EXIT_CONFIG = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "workers", "data_dir", "database_url", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_settings(**overrides)
+
+
+def _configure_logging(settings: Settings) -> None:
+    from app.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format.value)
+
+
+def serve(settings: Settings) -> None:
+    """Start the embedded database if no URL is set, migrate if configured, then run uvicorn."""
+    import uvicorn
+
+    from app.auth import KeyRing
+    from app.embedded import EmbeddedPostgres
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    KeyRing.from_settings(settings)  # refuse an unauthenticated non-loopback bind before starting anything
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.uses_embedded_database else None
+    try:
+        url = embedded.url if embedded else settings.database_url.get_secret_value()  # type: ignore[union-attr]
+        if settings.should_auto_migrate:
+            upgrade(url)
+            log.info("schema migrated to head")
+        server_options: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "log_config": None,  # our JSON/text logging, configured above
+            "access_log": False,  # AccessLogMiddleware writes one structured line per request
+            "timeout_graceful_shutdown": 20,
+            "server_header": False,
+        }
+        if settings.workers == 1:
+            uvicorn.run(create_app(settings, database_url=url), **server_options)
+        else:
+            # Workers re-read settings from the environment: hand them the resolved database URL, and give
+            # prometheus-client a shared directory so /metrics aggregates every worker.
+            os.environ["SESSION_BROKER_DATABASE_URL"] = url
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="session-broker-metrics-"))
+            uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **server_options)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def migrate(settings: Settings) -> None:
+    from app.embedded import EmbeddedPostgres
+    from app.migrate import head_revision, upgrade
+
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.uses_embedded_database else None
+    try:
+        url = embedded.url if embedded else settings.database_url.get_secret_value()  # type: ignore[union-attr]
+        upgrade(url)
+        print(f"schema at head revision {head_revision()}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def write_openapi(output: Path | None) -> None:
+    from app.main import create_app
+    from app.openapi_docs import openapi_yaml
+
+    # The document depends on code only: build the app with neutral settings and no database.
+    settings = load_settings(host="127.0.0.1", api_keys=None, api_keys_file=None, admin_api_keys=None)
+    text = openapi_yaml(create_app(settings, database_url="postgresql://openapi.invalid/unused"))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        print(f"wrote {output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="session-broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
+    serve_cmd.add_argument("--host", help="bind address (SESSION_BROKER_HOST, default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port (SESSION_BROKER_PORT, default 8080)")
+    serve_cmd.add_argument("--workers", type=int, help="uvicorn worker processes (SESSION_BROKER_WORKERS)")
+    serve_cmd.add_argument("--data-dir", help="embedded database directory (SESSION_BROKER_DATA_DIR)")
+    serve_cmd.add_argument("--database-url", help="PostgreSQL URL (SESSION_BROKER_DATABASE_URL)")
+    serve_cmd.add_argument("--log-level", help="SESSION_BROKER_LOG_LEVEL")
+
+    migrate_cmd = commands.add_parser("migrate", help="upgrade the database schema to head and exit")
+    migrate_cmd.add_argument("--data-dir", help="embedded database directory (SESSION_BROKER_DATA_DIR)")
+    migrate_cmd.add_argument("--database-url", help="PostgreSQL URL (SESSION_BROKER_DATABASE_URL)")
+
+    openapi_cmd = commands.add_parser("openapi", help="print (or write) the OpenAPI document")
+    openapi_cmd.add_argument("--output", type=Path, help="file to write, e.g. openapi.yaml")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "openapi":
+            write_openapi(args.output)
+            return
+        settings = _settings(args)
+        _configure_logging(settings)
+        if args.command == "serve":
+            serve(settings)
+        elif args.command == "migrate":
+            migrate(settings)
+    except ConfigurationError as error:
+        print(f"session-broker: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Settings: one class, read from `SESSION_BROKER_*` environment variables.
+
+Invalid configuration must fail at start with a message naming the setting, so every
+cross-field rule lives in a validator here rather than being discovered at request time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SESSION_BROKER_"
+
+
+class MismatchStatus(StrEnum):
+    """What a `Session-Principal` mismatch answers: a missing session (404) or forbidden (403)."""
+
+    not_found = "404"
+    forbidden = "403"
+
+
+class QuotaPolicy(StrEnum):
+    """What happens when a create would exceed a quota."""
+
+    reject = "reject"
+    evict_oldest_idle = "evict_oldest_idle"
+
+
+class LogFormat(StrEnum):
+    """`json` lines in production, readable `text` locally; `auto` picks json unless stderr is a tty."""
+
+    auto = "auto"
+    json = "json"
+    text = "text"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the broker. Field names map to `SESSION_BROKER_<NAME>` env vars."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- network -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+
+    # --- database ------------------------------------------------------------------------------
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".session-broker-data")
+    auto_migrate: bool | None = Field(
+        None, description="migrate to head on start; default: yes for the embedded database only"
+    )
+    db_pool_min_size: int = Field(1, ge=0, le=1000)
+    db_pool_max_size: int = Field(20, ge=1, le=1000)
+    db_connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    db_acquire_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    db_statement_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    db_prepared_statements: bool = Field(
+        True, description="false for PgBouncer in transaction pooling mode (asyncpg statement cache off)"
+    )
+    retry_after_seconds: int = Field(2, ge=1, le=3600)
+
+    # --- auth ----------------------------------------------------------------------------------
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    admin_api_keys: SecretStr | None = None
+    principal_mismatch_status: MismatchStatus = MismatchStatus.not_found
+
+    # --- session policy ------------------------------------------------------------------------
+    default_idle_timeout_seconds: int = Field(1800, ge=1)
+    min_idle_timeout_seconds: int = Field(1, ge=1)
+    max_idle_timeout_seconds: int = Field(86400, ge=1)
+    default_max_lifetime_seconds: int = Field(28800, ge=1)
+    min_max_lifetime_seconds: int = Field(1, ge=1)
+    max_max_lifetime_seconds: int = Field(604800, ge=1)
+    touch_granularity_seconds: float = Field(60.0, ge=0, le=86400)
+    max_metadata_bytes: int = Field(65536, ge=2, le=16 * 1024 * 1024)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    tombstone_retention_seconds: int = Field(86400, ge=0, le=90 * 86400)
+    event_retention_seconds: int = Field(86400, ge=60, le=90 * 86400)
+    purge_enabled: bool = True
+    purge_interval_seconds: float = Field(30.0, gt=0, le=86400)
+    purge_batch_size: int = Field(5000, ge=1, le=100000)
+    purge_time_budget_seconds: float = Field(10.0, gt=0, le=3600)
+    quota_policy: QuotaPolicy = QuotaPolicy.reject
+    max_sessions_per_tenant: int = Field(1_000_000, ge=1)
+    max_sessions_per_principal: int = Field(10_000, ge=1)
+    max_sessions_per_client: int = Field(100_000, ge=1)
+    tenant_quotas: str | None = Field(
+        None, description='JSON object of per-tenant overrides, e.g. {"acme": {"max_sessions_per_principal": 50}}'
+    )
+
+    # --- logging -------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.auto
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_are_consistent(self) -> Self:
+        problems = []
+        if not self.min_idle_timeout_seconds <= self.default_idle_timeout_seconds <= self.max_idle_timeout_seconds:
+            problems.append(
+                "SESSION_BROKER_DEFAULT_IDLE_TIMEOUT_SECONDS must lie within "
+                "SESSION_BROKER_MIN_IDLE_TIMEOUT_SECONDS..SESSION_BROKER_MAX_IDLE_TIMEOUT_SECONDS"
+            )
+        if not self.min_max_lifetime_seconds <= self.default_max_lifetime_seconds <= self.max_max_lifetime_seconds:
+            problems.append(
+                "SESSION_BROKER_DEFAULT_MAX_LIFETIME_SECONDS must lie within "
+                "SESSION_BROKER_MIN_MAX_LIFETIME_SECONDS..SESSION_BROKER_MAX_MAX_LIFETIME_SECONDS"
+            )
+        if self.db_pool_min_size > self.db_pool_max_size:
+            problems.append("SESSION_BROKER_DB_POOL_MIN_SIZE must not exceed SESSION_BROKER_DB_POOL_MAX_SIZE")
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            problems.append(f"SESSION_BROKER_API_KEYS_FILE: {self.api_keys_file} is not a readable file")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.uses_embedded_database if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class ConfigurationError(Exception):
+    """Raised at start when settings are invalid; the message names the offending settings."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn pydantic's error into lines that name the environment variable, not the field."""
+    lines = []
+    for item in error.errors():
+        location = [str(part) for part in item["loc"] if part]
+        name = ENV_PREFIX + location[0].upper() if location else "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (plus explicit overrides); raise ConfigurationError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigurationError(describe_validation_error(error)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Process-wide settings; tests call `get_settings.cache_clear()` after changing the environment."""
+    return load_settings()

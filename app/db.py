@@ -1,0 +1,176 @@
+"""The connection pool, and the one place database failures become `DatabaseUnavailable` (503).
+
+The runtime talks to PostgreSQL through an asyncpg pool: SQLAlchemy owns the schema (models + Alembic),
+but a request path through SQLAlchemy Core costs ~250 us of CPU more per request on these machines
+(`lessons.md`, "Measured"), which is the whole budget of a touch. Every statement lives in
+`repository.py`; each runs in autocommit (one statement, one transaction) unless the repository opens a
+transaction explicitly.
+
+Failure policy (lesson 18): anything that means "the store cannot answer right now" — refused or lost
+connections, pool exhaustion, timeouts, shutdown, failover to a read-only node — is a 503 with
+`Retry-After`. It is never allowed to surface as 404/401/500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.config import Settings
+from app.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes that mean the database is unreachable, overloaded, shutting down, read-only (failover)
+# or not migrated: 08 connection, 53 resources, 57 operator intervention (incl. statement timeout 57014),
+# 58 system error, 25006 read-only transaction, 42P01 undefined table (schema not there yet),
+# 40001/40P01 serialization failure / deadlock (transient by definition).
+UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57", "58")
+UNAVAILABLE_SQLSTATES = frozenset({"25006", "42P01", "40001", "40P01"})
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg wants plain `postgresql://`; accept the SQLAlchemy spelling too."""
+    for prefix in ("postgresql+asyncpg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def sqlalchemy_url(url: str) -> str:
+    """SQLAlchemy's async engine needs the `+asyncpg` driver in the scheme."""
+    return "postgresql+asyncpg://" + asyncpg_dsn(url)[len("postgresql://") :]
+
+
+def is_unavailable_error(error: BaseException) -> bool:
+    """True when the error means "cannot reach / use the store now", as opposed to a bug or bad input."""
+    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", None) or ""
+        return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES) or state in UNAVAILABLE_SQLSTATES
+    return False
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    # JSON columns decode straight to Python objects with orjson (several times faster than json).
+    for type_name in ("jsonb", "json"):
+        await connection.set_type_codec(
+            type_name,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+class Database:
+    """Owns the asyncpg pool for the app's lifetime; created and closed by the lifespan."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self._settings = settings
+        self._dsn = asyncpg_dsn(dsn)
+        self._pool: asyncpg.Pool | None = None
+        self.waiting = 0  # requests queued for a connection (pool saturation signal)
+        self.query_observer: Callable[[str, float], None] | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("database pool is not open")
+        return self._pool
+
+    def _pool_kwargs(self, min_size: int) -> dict[str, Any]:
+        settings = self._settings
+        return {
+            "dsn": self._dsn,
+            "min_size": min_size,
+            "max_size": settings.db_pool_max_size,
+            "timeout": settings.db_connect_timeout_seconds,
+            # Client-side statement timeout: works behind PgBouncer, unlike a server-side SET.
+            "command_timeout": settings.db_statement_timeout_seconds,
+            # 0 disables asyncpg's prepared-statement cache (PgBouncer transaction pooling, lesson 16).
+            "statement_cache_size": 1024 if settings.db_prepared_statements else 0,
+            "max_inactive_connection_lifetime": 300.0,
+            "init": _init_connection,
+            "server_settings": {"application_name": "session-broker"},
+        }
+
+    async def open(self) -> None:
+        """Create the pool. If the database is down at start, open an empty pool and connect lazily, so
+        the process still starts, `/readyz` reports 503 and requests get 503 until it comes back."""
+        try:
+            self._pool = await asyncpg.create_pool(**self._pool_kwargs(self._settings.db_pool_min_size))
+        except Exception as error:
+            if not is_unavailable_error(error):
+                raise
+            log.warning("database unreachable at start (%s); will keep retrying per request", type(error).__name__)
+            self._pool = await asyncpg.create_pool(**self._pool_kwargs(0))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=10)
+            except (TimeoutError, asyncio.TimeoutError):
+                self._pool.terminate()
+            self._pool = None
+
+    def unavailable(self, error: BaseException) -> DatabaseUnavailable:
+        if isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
+            # Connections to a restarted server are dead: drop them all so recovery needs one round, not
+            # one failed request per pooled connection.
+            if self._pool is not None:
+                self._pool.expire_connections()
+        kind = type(error).__name__
+        log.warning("database unavailable: %s", kind)
+        return DatabaseUnavailable(
+            f"The session store is temporarily unavailable ({kind}); retry later.",
+            retry_after=self._settings.retry_after_seconds,
+        )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; any store failure inside the block becomes DatabaseUnavailable."""
+        pool = self.pool
+        self.waiting += 1
+        try:
+            connection = await pool.acquire(timeout=self._settings.db_acquire_timeout_seconds)
+        except Exception as error:
+            if is_unavailable_error(error):
+                raise self.unavailable(error) from error
+            raise
+        finally:
+            self.waiting -= 1
+        try:
+            yield connection
+        except Exception as error:
+            if is_unavailable_error(error):
+                raise self.unavailable(error) from error
+            raise
+        finally:
+            try:
+                await pool.release(connection)
+            except Exception as error:  # a broken connection is discarded by the pool; never mask the answer
+                log.debug("release failed: %s", type(error).__name__)
+
+    @asynccontextmanager
+    async def timed(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """`connection()` plus the query-latency observation for metrics."""
+        started = time.perf_counter()
+        async with self.connection() as connection:
+            yield connection
+        if self.query_observer is not None:
+            self.query_observer(operation, time.perf_counter() - started)
+
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(open connections, connections in use, requests waiting)."""
+        if self._pool is None:
+            return 0, 0, self.waiting
+        size = self._pool.get_size()
+        return size, size - self._pool.get_idle_size(), self.waiting

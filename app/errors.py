@@ -1,0 +1,182 @@
+"""Error types that carry their HTTP status, and the one renderer of RFC 9457 problem+json.
+
+Every error the API can answer is a `Problem` subclass with a stable `type` URI. Routes list the
+problems they can raise (`responses_for`) so `openapi.yaml` documents every status code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:session-broker:problem:"
+
+
+class Problem(Exception):
+    """Base of every API error. Subclasses fix `status`, `slug` and `title`."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = {key: value for key, value in extensions.items() if value is not None}
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_TYPE_BASE + cls.slug
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "type": self.type_uri(),
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            document["instance"] = instance
+        document.update(self.extensions)
+        return document
+
+    def render(self, instance: str | None = None) -> bytes:
+        return orjson.dumps(self.body(instance))
+
+
+class Unauthorized(Problem):
+    status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        challenge = 'Bearer realm="session-broker"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class AdminRequired(Problem):
+    status, slug, title = 403, "admin-required", "This operation needs an admin API key"
+
+
+class TenantKeyRequired(Problem):
+    status, slug, title = 403, "tenant-key-required", "This operation needs a tenant API key"
+
+
+class PrincipalMismatch(Problem):
+    """Only used when PRINCIPAL_MISMATCH_STATUS=403; by default a mismatch is a plain SessionNotFound."""
+
+    status, slug, title = 403, "principal-mismatch", "The session is bound to another principal"
+
+
+class SessionNotFound(Problem):
+    status, slug, title = 404, "session-not-found", "Session not found"
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is None:
+            detail = "No live session has this id."
+        else:
+            detail = f"The session has ended ({reason})."
+        super().__init__(detail, reason=reason)
+
+
+class RouteNotFound(Problem):
+    status, slug, title = 404, "not-found", "No such resource"
+
+
+class MethodNotAllowed(Problem):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class NotAcceptable(Problem):
+    status, slug, title = 406, "not-acceptable", "Not acceptable"
+
+
+class SessionExists(Problem):
+    status, slug, title = 409, "session-exists", "A live session already has this id"
+
+
+class SessionIdRetired(Problem):
+    status, slug, title = 409, "session-id-retired", "This session id has ended and cannot be reused yet"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"A session with this id ended ({reason}); its id cannot be registered again while the service "
+            "remembers it.",
+            reason=reason,
+        )
+
+
+class PreconditionFailed(Problem):
+    status, slug, title = 412, "precondition-failed", "The session has changed (If-Match failed)"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class MetadataTooLarge(Problem):
+    status, slug, title = 413, "metadata-too-large", "Metadata exceeds the configured size limit"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"metadata is {size} bytes encoded as JSON; the limit is {limit} bytes "
+            "(SESSION_BROKER_MAX_METADATA_BYTES).",
+            field="metadata",
+            limit=limit,
+        )
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class ValidationFailed(Problem):
+    status, slug, title = 422, "validation-error", "The request is invalid"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+        super().__init__(detail, errors=errors)
+
+    @classmethod
+    def one(cls, field: str, message: str) -> ValidationFailed:
+        return cls([{"field": field, "message": message}])
+
+
+class QuotaExceeded(Problem):
+    status, slug, title = 429, "quota-exceeded", "A session quota is full"
+
+
+class InternalError(Problem):
+    status, slug, title = 500, "internal-error", "Internal server error"
+
+
+class DatabaseUnavailable(Problem):
+    status, slug, title = 503, "database-unavailable", "The session store is unavailable"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+ALL_PROBLEMS: tuple[type[Problem], ...] = (
+    Unauthorized,
+    AdminRequired,
+    TenantKeyRequired,
+    PrincipalMismatch,
+    SessionNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    NotAcceptable,
+    SessionExists,
+    SessionIdRetired,
+    PreconditionFailed,
+    PayloadTooLarge,
+    MetadataTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    QuotaExceeded,
+    InternalError,
+    DatabaseUnavailable,
+)

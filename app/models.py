@@ -1,0 +1,112 @@
+"""The database schema, as SQLAlchemy 2.0 tables. Alembic migrations must match it (`alembic check`).
+
+Runtime SQL lives in `repository.py`; this module only describes the tables.
+
+Touch-heavy design (lessons 1-9 of `lessons.md`):
+- A touch writes `last_seen_at`, `expires_at` and, rarely, `purge_after`. None of the first two is
+  indexed, so most touch writes are HOT updates (no index insertions, pruned without VACUUM).
+- `purge_after` is the only expiry column with an index. It is a coarse *upper bound* of `expires_at`
+  that a touch pushes forward in large steps (see `repository.PURGE_AFTER_STEP`), so the index is
+  rewritten only once per step rather than on every touch. The purge job finds candidates through it and
+  re-checks the exact `expires_at`; reads never rely on it (an expired row is invisible at once).
+- The absolute deadline is `created_at + max_lifetime_seconds`; both are immutable, so a touch can never
+  push a session past it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, MetaData, SmallInteger, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SessionRow(Base):
+    """A live (or expired but not yet purged) session."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_purge_after", "purge_after"),
+        Index(
+            "ix_sessions_tenant_principal",
+            "tenant",
+            "principal",
+            postgresql_where=text("principal IS NOT NULL"),
+        ),
+        Index(
+            "ix_sessions_tenant_client_id",
+            "tenant",
+            "client_id",
+            postgresql_where=text("client_id IS NOT NULL"),
+        ),
+        Index("ix_sessions_tenant_owner", "tenant", "owner", postgresql_where=text("owner IS NOT NULL")),
+        {
+            # Room on each page for HOT versions of touched rows; eager autovacuum on a churny table.
+            "postgresql_with": {
+                "fillfactor": 80,
+                "autovacuum_vacuum_scale_factor": 0.02,
+                "autovacuum_analyze_scale_factor": 0.02,
+            }
+        },
+    )
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    principal: Mapped[str | None] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(Text)
+    protocol_version: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB)
+    version: Mapped[int] = mapped_column(BigInteger)
+    idle_timeout_seconds: Mapped[int] = mapped_column(Integer)
+    max_lifetime_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    purge_after: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class TombstoneRow(Base):
+    """Why a session ended, kept for a retention period so its 404 can say so and a late retry cannot
+    re-register the id."""
+
+    __tablename__ = "session_tombstones"
+    __table_args__ = (Index("ix_session_tombstones_forget_after", "forget_after"),)
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    ended_at: Mapped[datetime] = mapped_column(Timestamp)
+    forget_after: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class CounterRow(Base):
+    """Monotonic per-tenant totals (created, ended by reason) for `/v1/stats`.
+
+    Sharded so concurrent creates from many replicas do not queue on one row lock; a total is the sum
+    of its shards.
+    """
+
+    __tablename__ = "session_counters"
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,270 @@
+"""Thin HTTP handlers: authenticate, parse, call the service, serialise. Each lists its error responses
+so `openapi.yaml` documents every status the route can answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, unquote
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from app.auth import Caller
+from app.errors import (
+    TenantKeyRequired,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from app.openapi_docs import problem_responses, request_body
+from app.repository import LIST_FILTERS
+from app.schemas import (
+    SessionCreate,
+    SessionPage,
+    SessionPatch,
+    SessionRead,
+    Stats,
+    TouchRequest,
+    TouchResult,
+)
+from app.service import DEFAULT_PAGE_SIZE, SessionService, etag, is_valid_session_id
+
+Model = TypeVar("Model", bound=BaseModel)
+JSON_TYPES = frozenset({"application/json"})
+MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
+
+
+def json_response(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_UTC_Z), status_code=status_code, headers=headers,
+        media_type="application/json",
+    )
+
+
+def contains_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot store U+0000; find it before the database refuses it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def validation_errors(error: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+async def read_json(request: Request, model: type[Model], media_types: frozenset[str]) -> Model | None:
+    """Parse an optional JSON body strictly: wrong media type 415, bad JSON or fields 422 naming the field."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in media_types:
+        raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(media_types))}.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ValidationFailed.one("body", f"is not valid JSON ({error})") from None
+    if contains_nul(data):
+        raise ValidationFailed.one("body", "strings must not contain U+0000")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ValidationFailed(validation_errors(error)) from None
+
+
+def service_of(request: Request) -> SessionService:
+    service: SessionService = request.app.state.service
+    return service
+
+
+def tenant_of(request: Request) -> str:
+    """Authenticate a tenant key (401 otherwise); admin keys address no tenant (403)."""
+    caller: Caller = request.app.state.keys.authenticate(request.headers.get("authorization"))
+    if caller.tenant is None:
+        raise TenantKeyRequired("Admin keys act across tenants; use a tenant's API key for session calls.")
+    request.state.tenant = caller.tenant
+    return caller.tenant
+
+
+def session_id_of(session_id: str) -> str:
+    """The path segment stays percent-encoded through routing (see RawSessionPathMiddleware)."""
+    return unquote(session_id, errors="replace")
+
+
+def session_headers(session: dict[str, Any]) -> dict[str, str]:
+    return {"ETag": etag(session["version"])}
+
+
+ServiceDep = Annotated[SessionService, Depends(service_of)]
+TenantDep = Annotated[str, Depends(tenant_of)]
+# No pattern on purpose: an impossible id is "no such session" (404), except on register (422).
+SessionIdPath = Annotated[
+    str,
+    Path(description="the session id, percent-encoded (ids may contain `/ ? # % +`)"),
+]
+PrincipalHeader = Annotated[
+    str | None,
+    Header(
+        alias="Session-Principal",
+        description="the end user the caller acts for; a session bound to another principal answers 404",
+    ),
+]
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+COMMON = (401, 403, 503)
+
+
+@router.post(
+    "/sessions",
+    status_code=201,
+    response_model=SessionRead,
+    responses=problem_responses(*COMMON, 413, 415, 422, 429),
+    openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
+    summary="Create a session (the service mints the id)",
+)
+async def create_session(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+    body = await read_json(request, SessionCreate, JSON_TYPES) or SessionCreate()
+    session = await service.create(tenant, body)
+    headers = session_headers(session)
+    headers["Location"] = f"/v1/sessions/{quote(session['id'], safe='')}"
+    return json_response(session, 201, headers)
+
+
+@router.put(
+    "/sessions/{session_id}",
+    status_code=201,
+    response_model=SessionRead,
+    responses=problem_responses(*COMMON, 409, 413, 415, 422, 429),
+    openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
+    summary="Register a session whose id was minted elsewhere (e.g. by an MCP SDK)",
+)
+async def register_session(
+    request: Request, session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep
+) -> Response:
+    session_id = session_id_of(session_id)
+    if not is_valid_session_id(session_id):
+        raise ValidationFailed.one("session_id", "must be 1-255 characters of visible ASCII (0x21-0x7E)")
+    body = await read_json(request, SessionCreate, JSON_TYPES) or SessionCreate()
+    session = await service.create(tenant, body, session_id=session_id)
+    headers = session_headers(session)
+    headers["Location"] = f"/v1/sessions/{quote(session_id, safe='')}"
+    return json_response(session, 201, headers)
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=SessionRead,
+    responses=problem_responses(*COMMON, 404),
+    summary="Read a session (does not touch it)",
+)
+async def get_session(
+    session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep, principal: PrincipalHeader = None
+) -> Response:
+    session = await service.get(tenant, session_id_of(session_id), principal or None)
+    return json_response(session, headers=session_headers(session))
+
+
+@router.post(
+    "/sessions/{session_id}/touch",
+    response_model=TouchResult,
+    responses=problem_responses(*COMMON, 404, 413, 415, 422),
+    openapi_extra=request_body(TouchRequest, JSON_TYPES, required=False),
+    summary="Slide the idle expiry (capped by the absolute lifetime)",
+)
+async def touch_session(
+    request: Request,
+    session_id: SessionIdPath,
+    service: ServiceDep,
+    tenant: TenantDep,
+    principal: PrincipalHeader = None,
+) -> Response:
+    analytics = await read_json(request, TouchRequest, JSON_TYPES)
+    touched = await service.touch(tenant, session_id_of(session_id), principal or None, analytics)
+    return json_response({"id": touched.id, "expires_at": touched.expires_at})
+
+
+@router.patch(
+    "/sessions/{session_id}",
+    response_model=SessionRead,
+    responses=problem_responses(*COMMON, 404, 412, 413, 415, 422),
+    openapi_extra=request_body(SessionPatch, MERGE_PATCH_TYPES, required=True),
+    summary="Update metadata, owner, client_id, protocol_version (JSON Merge Patch)",
+)
+async def patch_session(
+    request: Request,
+    session_id: SessionIdPath,
+    service: ServiceDep,
+    tenant: TenantDep,
+    principal: PrincipalHeader = None,
+    if_match: Annotated[str | None, Header(alias="If-Match", description="an ETag from a previous read")] = None,
+) -> Response:
+    patch = await read_json(request, SessionPatch, MERGE_PATCH_TYPES)
+    if patch is None:
+        raise ValidationFailed.one("body", "a JSON Merge Patch document (an object) is required")
+    session = await service.patch(tenant, session_id_of(session_id), principal or None, patch, if_match)
+    return json_response(session, headers=session_headers(session))
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(*COMMON, 404),
+    summary="End a session",
+)
+async def delete_session(
+    session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep, principal: PrincipalHeader = None
+) -> Response:
+    await service.delete(tenant, session_id_of(session_id), principal or None)
+    return Response(status_code=204)
+
+
+FilterQuery = Annotated[str | None, Query(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionPage,
+    responses=problem_responses(*COMMON, 422),
+    summary="List live sessions (keyset pagination, ordered by id)",
+)
+async def list_sessions(
+    request: Request,
+    service: ServiceDep,
+    tenant: TenantDep,
+    kind: FilterQuery = None,
+    principal: FilterQuery = None,
+    client_id: FilterQuery = None,
+    owner: FilterQuery = None,
+    protocol_version: FilterQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=2048, description="opaque; from `next_cursor`")] = None,
+) -> Response:
+    unknown = sorted(set(request.query_params) - {*LIST_FILTERS, "limit", "cursor"})
+    if unknown:
+        raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
+    values = {"kind": kind, "principal": principal, "client_id": client_id, "owner": owner,
+              "protocol_version": protocol_version}
+    filters = {name: value for name, value in values.items() if value is not None}
+    items, next_cursor = await service.list(tenant, filters, cursor, limit)
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+@router.get(
+    "/stats",
+    response_model=Stats,
+    responses=problem_responses(*COMMON),
+    summary="The tenant's live sessions, totals and configured limits",
+)
+async def get_stats(service: ServiceDep, tenant: TenantDep) -> Response:
+    return json_response(await service.stats(tenant))
+

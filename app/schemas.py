@@ -1,0 +1,133 @@
+"""Pydantic models of request and response bodies. Requests reject unknown fields (a typo must not fall
+back to a default silently); responses document what the handlers serialise."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+# Bounded labels; `kind` appears in metrics, so it is kept short and simple.
+Kind = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=512)]
+ProtocolVersion = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+Seconds = Annotated[StrictInt, Field(description="seconds; bounded by the service's configured min/max")]
+METADATA_DESCRIPTION = "JSON object (client info, capabilities, upstream ids...); size-limited"
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionCreate(RequestModel):
+    """Body of `POST /v1/sessions` and `PUT /v1/sessions/{session_id}`. Every field is optional."""
+
+    kind: Kind = "mcp"
+    principal: Label | None = Field(None, description="authenticated end user, e.g. 'issuer|subject'")
+    client_id: Label | None = None
+    owner: Label | None = Field(None, description="gateway replica serving the live stream")
+    protocol_version: ProtocolVersion | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description=METADATA_DESCRIPTION)
+    idle_timeout_seconds: Seconds | None = None
+    max_lifetime_seconds: Seconds | None = None
+
+
+class SessionPatch(RequestModel):
+    """JSON Merge Patch (RFC 7396) document for `PATCH /v1/sessions/{session_id}`.
+
+    `metadata` is merged recursively (a member set to null is removed); the other fields are replaced,
+    and null clears them.
+    """
+
+    metadata: dict[str, Any] | None = None
+    owner: Label | None = None
+    client_id: Label | None = None
+    protocol_version: ProtocolVersion | None = None
+
+
+class TouchRequest(RequestModel):
+    """Optional body of a touch: the gateway request this touch accompanies, for request analytics."""
+
+    method: Annotated[StrictStr, Field(min_length=1, max_length=128, description="e.g. 'tools/call'")]
+    ok: StrictBool = True
+    duration_ms: Annotated[float, Field(ge=0, le=86_400_000)] | None = None
+
+
+class SessionRead(BaseModel):
+    id: str
+    kind: str
+    principal: str | None
+    client_id: str | None
+    owner: str | None
+    protocol_version: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    idle_timeout_seconds: int
+    max_lifetime_seconds: int
+
+
+class TouchResult(BaseModel):
+    id: str
+    expires_at: datetime
+
+
+class SessionPage(BaseModel):
+    items: list[SessionRead]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class KindStats(BaseModel):
+    kind: str
+    live: int
+    oldest_created_at: datetime
+    newest_created_at: datetime
+
+
+class Limits(BaseModel):
+    default_idle_timeout_seconds: int
+    min_idle_timeout_seconds: int
+    max_idle_timeout_seconds: int
+    default_max_lifetime_seconds: int
+    min_max_lifetime_seconds: int
+    max_max_lifetime_seconds: int
+    touch_granularity_seconds: float
+    max_metadata_bytes: int
+
+
+class Stats(BaseModel):
+    tenant: str
+    live: int
+    by_kind: list[KindStats]
+    oldest_created_at: datetime | None
+    newest_created_at: datetime | None
+    created_total: int
+    ended_total: dict[str, int] = Field(description="sessions ended since the tenant began, by reason")
+    limits: Limits
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details. Extension members depend on `type` (e.g. `reason`, `errors`, `field`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    reason: str | None = Field(
+        None, description="why a session ended: deleted, expired_idle, expired_lifetime, evicted, revoked, rotated"
+    )
+    errors: list[dict[str, str]] | None = Field(None, description="validation errors: field and message")
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (SessionCreate, SessionPatch, TouchRequest)
