@@ -62,6 +62,9 @@ def serve(settings: Settings) -> None:
             # prometheus-client a shared directory so /metrics aggregates every worker.
             os.environ["SESSION_BROKER_DATABASE_URL"] = url
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="session-broker-metrics-"))
+            from app.metrics import prepare_multiprocess_dir
+
+            prepare_multiprocess_dir()
             uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **server_options)
     finally:
         if embedded is not None:

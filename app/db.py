@@ -121,12 +121,12 @@ class Database:
                 self._pool.terminate()
             self._pool = None
 
-    def unavailable(self, error: BaseException) -> DatabaseUnavailable:
+    async def unavailable(self, error: BaseException) -> DatabaseUnavailable:
         if isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
             # Connections to a restarted server are dead: drop them all so recovery needs one round, not
             # one failed request per pooled connection.
             if self._pool is not None:
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
         kind = type(error).__name__
         log.warning("database unavailable: %s", kind)
         return DatabaseUnavailable(
@@ -143,7 +143,7 @@ class Database:
             connection = await pool.acquire(timeout=self._settings.db_acquire_timeout_seconds)
         except Exception as error:
             if is_unavailable_error(error):
-                raise self.unavailable(error) from error
+                raise await self.unavailable(error) from error
             raise
         finally:
             self.waiting -= 1
@@ -151,7 +151,7 @@ class Database:
             yield connection
         except Exception as error:
             if is_unavailable_error(error):
-                raise self.unavailable(error) from error
+                raise await self.unavailable(error) from error
             raise
         finally:
             try:

@@ -110,6 +110,7 @@ SELECT {SESSION_COLUMNS}, expires_at > now() AS live,
        CASE WHEN expires_at >= {_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END AS expiry_reason
   FROM sessions WHERE tenant = $1 AND id = $2
 """
+_GET_SESSION_FOR_UPDATE = _GET_SESSION + " FOR UPDATE"
 
 _TOMBSTONE_REASON = """
 SELECT reason FROM session_tombstones WHERE tenant = $1 AND id = $2 AND forget_after > now()
@@ -248,8 +249,9 @@ class SessionRepository:
             ended_reason=record["ended_reason"],
         )
 
-    async def get(self, tenant: str, session_id: str) -> Lookup:
-        record = await self.db.fetchrow(_GET_SESSION, tenant, session_id)
+    async def get(self, tenant: str, session_id: str, *, for_update: bool = False) -> Lookup:
+        """The session if live, else why it ended. `for_update` locks the row (inside a transaction)."""
+        record = await self.db.fetchrow(_GET_SESSION_FOR_UPDATE if for_update else _GET_SESSION, tenant, session_id)
         if record is not None and record["live"]:
             return Lookup(session=_session(record), ended_reason=None)
         if record is not None:

@@ -16,7 +16,6 @@ from app import metrics
 from app.config import MismatchStatus, Settings
 from app.db import Database
 from app.errors import (
-    DatabaseUnavailable,
     MetadataTooLarge,
     PreconditionFailed,
     PrincipalMismatch,
@@ -31,7 +30,6 @@ from app.schemas import SessionCreate, SessionPatch, TouchRequest
 # MCP: ids are visible ASCII 0x21-0x7E. We bound the length so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
-PATCH_RETRIES = 8
 DEFAULT_PAGE_SIZE = 100
 
 
@@ -211,41 +209,37 @@ class SessionService:
         if not is_valid_session_id(session_id):
             raise SessionNotFound()
         given = patch.model_fields_set
-        for _ in range(PATCH_RETRIES):
-            async with self.db.timed("patch") as connection:
-                repo = SessionRepository(connection)
-                lookup = await repo.get(tenant, session_id)
-                current = lookup.session
-                if current is None:
-                    raise SessionNotFound(lookup.ended_reason)
-                if self._bound_elsewhere(current["principal"], principal):
-                    raise self._mismatch(tenant, "patch")
-                if not if_match_allows(if_match, current["version"]):
-                    raise PreconditionFailed(
-                        f"If-Match did not match the current ETag {etag(current['version'])}.",
-                        etag=etag(current["version"]),
-                    )
-                metadata = current["metadata"]
-                if "metadata" in given:  # `"metadata": null` removes all of it, as RFC 7396 removes a member
-                    metadata = {} if patch.metadata is None else merge_patch(metadata, patch.metadata)
-                changes = {
-                    "metadata": metadata,
-                    "owner": patch.owner if "owner" in given else current["owner"],
-                    "client_id": patch.client_id if "client_id" in given else current["client_id"],
-                    "protocol_version": patch.protocol_version
-                    if "protocol_version" in given
-                    else current["protocol_version"],
-                }
-                if all(changes[key] == current[key] for key in changes):
-                    return current  # a no-op patch is not a change: version and ETag stay
-                self._check_metadata_size(changes["metadata"])
-                updated = await repo.update(tenant, session_id, expected_version=current["version"], **changes)
-            if updated is not None:
-                return updated
-            # The session changed (or ended) between our read and write: re-read and re-apply.
-        raise DatabaseUnavailable(
-            "The session is being modified concurrently; retry.", retry_after=self.settings.retry_after_seconds
-        )
+        async with self.db.timed("patch") as connection, connection.transaction():
+            # The row lock serialises concurrent patches of one session: each re-reads the latest version
+            # and none is lost. Touches of the row wait for the lock only for this short transaction.
+            repo = SessionRepository(connection)
+            lookup = await repo.get(tenant, session_id, for_update=True)
+            current = lookup.session
+            if current is None:
+                raise SessionNotFound(lookup.ended_reason)
+            if self._bound_elsewhere(current["principal"], principal):
+                raise self._mismatch(tenant, "patch")
+            if not if_match_allows(if_match, current["version"]):
+                raise PreconditionFailed(
+                    f"If-Match did not match the current ETag {etag(current['version'])}.",
+                    etag=etag(current["version"]),
+                )
+            metadata = current["metadata"]
+            if "metadata" in given:  # `"metadata": null` removes all of it, as RFC 7396 removes a member
+                metadata = {} if patch.metadata is None else merge_patch(metadata, patch.metadata)
+            changes = {
+                "metadata": metadata,
+                "owner": patch.owner if "owner" in given else current["owner"],
+                "client_id": patch.client_id if "client_id" in given else current["client_id"],
+                "protocol_version": patch.protocol_version if "protocol_version" in given else current["protocol_version"],
+            }
+            if all(changes[key] == current[key] for key in changes):
+                return current  # a no-op patch is not a change: version and ETag stay
+            self._check_metadata_size(changes["metadata"])
+            updated = await repo.update(tenant, session_id, expected_version=current["version"], **changes)
+        if updated is None:  # cannot happen under the row lock; kept as a guard against silent lost writes
+            raise SessionNotFound()
+        return updated
 
     async def delete(self, tenant: str, session_id: str, principal: str | None) -> None:
         if not is_valid_session_id(session_id):

@@ -135,10 +135,10 @@ def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float =
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
     env.update({"SESSION_BROKER_PORT": str(port), "SESSION_BROKER_LOG_FORMAT": "json", **env_overrides})
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-    )
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,213 @@
+"""Structured logging: JSON lines (or readable text), session-id hashing, secret redaction, access log.
+
+Raw session ids are never logged: use `hash_session_id`. Extra fields named `session_id` are hashed
+by the formatter as a safety net, and extra fields whose names look secret are redacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.metrics import route_template
+
+REDACTED = "[REDACTED]"
+_SECRET_MARKERS = ("password", "token", "secret", "authorization", "api_key", "apikey", "api-key", "cookie")
+_MAX_DEPTH = 32
+_REQUEST_ID_HEADER = b"x-request-id"
+_MAX_REQUEST_ID_LEN = 128
+#: Probes and scrapes are logged at DEBUG so they don't flood the access log.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+ACCESS_LOGGER = "session_broker.access"
+
+
+def hash_session_id(session_id: str | bytes) -> str:
+    """Short stable reference to a session id for logs: 'sid:' + first 12 hex of its SHA-256."""
+    raw = session_id.encode() if isinstance(session_id, str) else session_id
+    return "sid:" + hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    lowered = key.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def redact_metadata(obj: Any, _depth: int = 0) -> Any:
+    """Copy of `obj` with the values of secret-looking keys (at any depth) replaced by '[REDACTED]'."""
+    if _depth > _MAX_DEPTH:
+        return REDACTED
+    if isinstance(obj, dict):
+        return {k: REDACTED if _is_secret_key(k) else redact_metadata(v, _depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_metadata(v, _depth + 1) for v in obj]
+    return obj
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _STANDARD_ATTRS or key.startswith("_"):
+            continue
+        if key == "session_id" and isinstance(value, str | bytes):
+            extras[key] = hash_session_id(value)
+        elif _is_secret_key(key):
+            extras[key] = REDACTED
+        else:
+            extras[key] = redact_metadata(value)
+    return extras
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, then any extra fields (exc on errors)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Readable single lines for a terminal: `ts LEVEL logger: msg key=value ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"]
+        parts.extend(f"{k}={v}" for k, v in _extras(record).items())
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Route all logging (including uvicorn's) to stderr as JSON lines or text.
+
+    fmt: auto (json unless stderr is a tty) | json | text. uvicorn's own access log is silenced:
+    `AccessLogMiddleware` writes one line per request instead. Start uvicorn with `log_config=None`
+    so it does not install its own handlers over these.
+    """
+    fmt = str(getattr(fmt, "value", fmt)).lower()
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    if fmt not in ("json", "text"):
+        raise ValueError(f"log format must be auto, json or text, not {fmt!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(str(getattr(level, "value", level)).upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True
+
+
+def _sanitise_request_id(value: bytes) -> str | None:
+    if not 0 < len(value) <= _MAX_REQUEST_ID_LEN:
+        return None
+    if all(0x21 <= b <= 0x7E for b in value):
+        return value.decode("ascii")
+    return None
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex chars)."""
+    return uuid.uuid4().hex
+
+
+class AccessLogMiddleware:
+    """Pure ASGI middleware: one log line per request, and an `X-Request-ID` on every response.
+
+    Logs the route template (never the raw path, which holds session ids), method, status,
+    duration_ms, tenant (from request.state.tenant, i.e. scope["state"]["tenant"]) and request_id.
+    A client-sent X-Request-ID is reused when it is 1-128 visible ASCII characters; otherwise a new
+    one is generated. The id is also put in scope["state"]["request_id"] (request.state.request_id).
+    """
+
+    def __init__(self, app: Any, logger_name: str = ACCESS_LOGGER) -> None:
+        self.app = app
+        self.logger = logging.getLogger(logger_name)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id: str | None = None
+        for name, value in scope.get("headers", ()):
+            if name == _REQUEST_ID_HEADER:
+                request_id = _sanitise_request_id(value)
+                break
+        if request_id is None:
+            request_id = new_request_id()
+        # request.state reads and writes this same dict (Request.state wraps scope["state"]).
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        header_value = request_id.encode("ascii")
+        outer_root_path = scope.get("root_path", "")
+        path = scope["path"]
+        if outer_root_path and path.startswith(outer_root_path):
+            path = path[len(outer_root_path) :] or "/"
+        level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+        status = 500
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _REQUEST_ID_HEADER]
+                headers.append((_REQUEST_ID_HEADER, header_value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if self.logger.isEnabledFor(level):
+                tenant = scope.get("state", {}).get("tenant")
+                self.logger.log(
+                    level,
+                    "request",
+                    extra={
+                        "route": route_template(scope, outer_root_path),
+                        "method": scope["method"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                        "tenant": None if tenant is None else str(tenant),
+                        "request_id": request_id,
+                    },
+                )

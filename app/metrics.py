@@ -1,0 +1,485 @@
+"""Prometheus collectors (module constants), the HTTP metrics middleware and cheap recording helpers.
+
+Label cardinality is bounded by construction: HTTP metrics use the route *template* (never the raw
+path) and a fixed set of methods; `tenant` values come from configured API keys; `method` on the
+gateway analytics metrics goes through `normalise_mcp_method`; every other label takes one of the
+documented values. Names are the contract used by the Grafana dashboard and the alert rules in
+`helm/session-broker/files/`; rename nothing without updating both.
+
+Multi-process: when `PROMETHEUS_MULTIPROC_DIR` is set before this module is first imported (uvicorn
+with several workers), prometheus-client keeps values in mmap files there and `render_metrics()`
+aggregates them with `MultiProcessCollector`. The directory must exist and be emptied before the
+workers start (`prepare_multiprocess_dir`). Gauges declare how workers are combined: per-process
+quantities (in-flight requests, pool stats) are summed over live workers; leader-set values
+(live sessions, purge backlog) take the most recent write.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# `*_created` series double the series count and nothing here reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: True when prometheus-client chose mmap-backed values (decided once, when it was first imported).
+MULTIPROCESS: bool = values.ValueClass is not values.MutexValue
+
+# --- label vocabularies (documented here; used for pre-initialising series at zero) ----------------
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CREATED_HOW = ("created", "registered", "rotated")
+END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
+TOUCH_RESULTS = ("written", "throttled", "not_found")
+QUOTA_SCOPES = ("tenant", "principal", "client")
+PURGE_RESULTS = ("ok", "error", "skipped")
+PURGE_TABLES = ("sessions", "tombstones", "events")
+#: Probe and scrape endpoints are left out of the HTTP metrics (they would dominate every rate).
+EXCLUDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNMATCHED_ROUTE = "unmatched"
+
+MCP_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/message",
+        "notifications/roots/list_changed",
+        "notifications/resources/updated",
+        "notifications/resources/list_changed",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "tasks/get",
+        "tasks/list",
+        "tasks/cancel",
+        "tasks/result",
+    }
+)
+OTHER_METHOD = "other"
+
+_HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DB_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+_LIFETIME_BUCKETS = (
+    1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 604800,
+)  # fmt: skip
+_PURGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# --- HTTP ------------------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "session_broker_http_requests_total",
+    "HTTP requests answered. route: route template or 'unmatched'; method: HTTP method or 'other'; "
+    "status: status class (2xx, 3xx, 4xx, 5xx). Probes and /metrics are excluded.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "session_broker_http_request_duration_seconds",
+    "Time from request start to the end of the response body, by route template and method.",
+    ["route", "method"],
+    buckets=_HTTP_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "session_broker_http_requests_in_flight",
+    "HTTP requests being served now (summed over live worker processes).",
+    multiprocess_mode="livesum",
+)
+
+# --- sessions ----------------------------------------------------------------------------------------
+SESSIONS_LIVE = Gauge(
+    "session_broker_sessions_live",
+    "Live (unexpired) sessions by tenant and kind, computed periodically by one leader.",
+    ["tenant", "kind"],
+    multiprocess_mode="mostrecent",
+)
+SESSIONS_CREATED = Counter(
+    "session_broker_sessions_created_total",
+    "Sessions that came into existence. how: created (id minted here), registered (id minted by "
+    "the caller), rotated (new id from a rotation).",
+    ["tenant", "how"],
+)
+SESSIONS_ENDED = Counter(
+    "session_broker_sessions_ended_total",
+    "Sessions that ended. reason: deleted, expired_idle, expired_lifetime, evicted, revoked, rotated.",
+    ["tenant", "reason"],
+)
+SESSION_LIFETIME = Histogram(
+    "session_broker_session_lifetime_seconds",
+    "Age of a session when it ended (created_at to end), observed when the end is recorded.",
+    ["tenant"],
+    buckets=_LIFETIME_BUCKETS,
+)
+TOUCHES = Counter(
+    "session_broker_touches_total",
+    "Touch calls. result: written (expiry moved), throttled (within the write granularity, "
+    "answered from a read), not_found.",
+    ["tenant", "result"],
+)
+BINDING_MISMATCHES = Counter(
+    "session_broker_binding_mismatches_total",
+    "Calls whose Session-Principal did not match the session's bound principal. operation: the "
+    "API operation (get, touch, patch, delete, ...).",
+    ["tenant", "operation"],
+)
+QUOTA_REJECTIONS = Counter(
+    "session_broker_quota_rejections_total",
+    "Creates refused with 429 because a quota was full. scope: tenant, principal, client.",
+    ["tenant", "scope"],
+)
+QUOTA_EVICTIONS = Counter(
+    "session_broker_quota_evictions_total",
+    "Sessions evicted (oldest idle) to make room under a full quota. scope: tenant, principal, client.",
+    ["tenant", "scope"],
+)
+
+# --- purge ------------------------------------------------------------------------------------------
+PURGE_RUNS = Counter(
+    "session_broker_purge_runs_total",
+    "Purge runs. result: ok, error, skipped (another purger held the lock).",
+    ["result"],
+)
+PURGE_DELETED = Counter(
+    "session_broker_purge_deleted_total",
+    "Rows deleted by the purge. table: sessions, tombstones, events.",
+    ["table"],
+)
+PURGE_BATCH_DURATION = Histogram(
+    "session_broker_purge_batch_duration_seconds",
+    "Duration of one purge batch (one transaction).",
+    buckets=_PURGE_BUCKETS,
+)
+PURGE_BACKLOG = Gauge(
+    "session_broker_purge_backlog",
+    "Expired rows not yet purged, as last measured by the purger.",
+    multiprocess_mode="mostrecent",
+)
+
+# --- database -------------------------------------------------------------------------------------
+DB_POOL_SIZE = Gauge(
+    "session_broker_db_pool_size",
+    "Connections currently open in the pool (summed over live worker processes).",
+    multiprocess_mode="livesum",
+)
+DB_POOL_IN_USE = Gauge(
+    "session_broker_db_pool_in_use",
+    "Pool connections checked out (summed over live worker processes).",
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "session_broker_db_pool_waiting",
+    "Requests waiting to acquire a pool connection (summed over live worker processes).",
+    multiprocess_mode="livesum",
+)
+DB_QUERY_DURATION = Histogram(
+    "session_broker_db_query_duration_seconds",
+    "Database round trip per repository operation (e.g. touch, get, create, purge_batch).",
+    ["operation"],
+    buckets=_DB_BUCKETS,
+)
+DB_ERRORS = Counter(
+    "session_broker_db_errors_total",
+    "Database errors by kind (e.g. timeout, connection, pool_timeout, other).",
+    ["kind"],
+)
+UNAVAILABLE_RESPONSES = Counter(
+    "session_broker_unavailable_responses_total",
+    "503 responses returned because the database was unreachable or too slow.",
+)
+
+# --- gateway analytics (fed by touch bodies) -----------------------------------------------------------
+GATEWAY_REQUESTS = Counter(
+    "session_broker_gateway_requests_total",
+    "MCP requests reported by gateways in touch bodies. method: normalised MCP method or 'other'.",
+    ["tenant", "method"],
+)
+GATEWAY_REQUEST_ERRORS = Counter(
+    "session_broker_gateway_request_errors_total",
+    "MCP requests reported by gateways as failed (ok=false).",
+    ["tenant", "method"],
+)
+GATEWAY_REQUEST_DURATION = Histogram(
+    "session_broker_gateway_request_duration_seconds",
+    "Duration of MCP requests as reported by gateways (duration_ms / 1000).",
+    ["tenant", "method"],
+    buckets=_GATEWAY_BUCKETS,
+)
+
+
+def _init_global_series() -> None:
+    """Create the unlabelled-by-tenant series at zero so rates and alerts have data from the start."""
+    for result in PURGE_RESULTS:
+        PURGE_RUNS.labels(result)
+    for table in PURGE_TABLES:
+        PURGE_DELETED.labels(table)
+
+
+_init_global_series()
+
+
+def register_tenants(tenants: Iterable[str]) -> None:
+    """Create each tenant's counter series at zero (call once at startup with the configured tenants).
+
+    Optional, but ratios such as written/(written+throttled) and "no quota rejections" then read 0
+    instead of "no data" before the first event.
+    """
+    for tenant in tenants:
+        for how in CREATED_HOW:
+            SESSIONS_CREATED.labels(tenant, how)
+        for reason in END_REASONS:
+            SESSIONS_ENDED.labels(tenant, reason)
+        for result in TOUCH_RESULTS:
+            TOUCHES.labels(tenant, result)
+        for scope in QUOTA_SCOPES:
+            QUOTA_REJECTIONS.labels(tenant, scope)
+            QUOTA_EVICTIONS.labels(tenant, scope)
+
+
+# --- helpers called from the application ------------------------------------------------------------
+
+
+def normalise_mcp_method(name: object) -> str:
+    """Map a reported MCP method name onto the bounded label set; anything else is 'other'."""
+    if isinstance(name, str) and name in MCP_METHODS:
+        return name
+    return OTHER_METHOD
+
+
+def observe_db_query(operation: str, seconds: float) -> None:
+    """Record one database round trip."""
+    DB_QUERY_DURATION.labels(operation).observe(seconds)
+
+
+def count_touch(tenant: str, result: str) -> None:
+    """result: written | throttled | not_found."""
+    TOUCHES.labels(tenant, result).inc()
+
+
+def count_created(tenant: str, how: str) -> None:
+    """how: created | registered | rotated."""
+    SESSIONS_CREATED.labels(tenant, how).inc()
+
+
+def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None) -> None:
+    """reason: one of END_REASONS; lifetime_seconds (now - created_at) feeds the lifetime histogram."""
+    SESSIONS_ENDED.labels(tenant, reason).inc()
+    if lifetime_seconds is not None and lifetime_seconds >= 0:
+        SESSION_LIFETIME.labels(tenant).observe(lifetime_seconds)
+
+
+def count_binding_mismatch(tenant: str, operation: str) -> None:
+    """A Session-Principal mismatch on `operation` (get, touch, patch, delete, ...)."""
+    BINDING_MISMATCHES.labels(tenant, operation).inc()
+
+
+def count_quota_rejection(tenant: str, scope: str) -> None:
+    """scope: tenant | principal | client."""
+    QUOTA_REJECTIONS.labels(tenant, scope).inc()
+
+
+def count_quota_eviction(tenant: str, scope: str, n: int = 1) -> None:
+    """scope: tenant | principal | client; n sessions evicted."""
+    QUOTA_EVICTIONS.labels(tenant, scope).inc(n)
+
+
+def count_unavailable() -> None:
+    """A 503 answered because the database was unreachable or timing out."""
+    UNAVAILABLE_RESPONSES.inc()
+
+
+def count_db_error(kind: str) -> None:
+    """kind: a short bounded word (timeout, connection, pool_timeout, other)."""
+    DB_ERRORS.labels(kind).inc()
+
+
+def record_gateway_request(tenant: str, method: object, ok: bool | None, duration_ms: float | None) -> None:
+    """Analytics from a touch body: ok=None means unknown (not counted as an error)."""
+    m = normalise_mcp_method(method)
+    GATEWAY_REQUESTS.labels(tenant, m).inc()
+    if ok is False:
+        GATEWAY_REQUEST_ERRORS.labels(tenant, m).inc()
+    if duration_ms is not None and math.isfinite(duration_ms) and duration_ms >= 0:
+        GATEWAY_REQUEST_DURATION.labels(tenant, m).observe(duration_ms / 1000.0)
+
+
+def set_pool_stats(size: int, in_use: int, waiting: int) -> None:
+    """This process's pool: open connections, checked out, callers waiting to acquire."""
+    DB_POOL_SIZE.set(size)
+    DB_POOL_IN_USE.set(in_use)
+    DB_POOL_WAITING.set(waiting)
+
+
+_live_label_sets: set[tuple[str, str]] = set()
+
+
+def set_live_sessions(rows: Iterable[tuple[str, str, int]]) -> None:
+    """Replace the live-session gauge with `rows` of (tenant, kind, count).
+
+    Label sets absent from `rows` are removed (multi-process: set to 0, since values in the shared
+    files cannot be removed).
+    """
+    global _live_label_sets
+    totals: dict[tuple[str, str], int] = {}
+    for tenant, kind, count in rows:
+        key = (tenant, kind)
+        totals[key] = totals.get(key, 0) + int(count)
+    for key, count in totals.items():
+        SESSIONS_LIVE.labels(*key).set(count)
+    for key in _live_label_sets - totals.keys():
+        if MULTIPROCESS:
+            SESSIONS_LIVE.labels(*key).set(0)
+        else:
+            SESSIONS_LIVE.remove(*key)
+    _live_label_sets = set(totals)
+
+
+def clear_live_sessions() -> None:
+    """Drop this process's live-session values (call when it stops being the leader)."""
+    set_live_sessions(())
+
+
+def set_purge_backlog(n: int) -> None:
+    """Expired rows not yet purged."""
+    PURGE_BACKLOG.set(n)
+
+
+def record_purge_run(
+    result: str,
+    deleted_by_table: Mapping[str, int] | None = None,
+    batch_durations: Iterable[float] = (),
+) -> None:
+    """One purge run: result ok|error|skipped, rows deleted per table, each batch's duration."""
+    PURGE_RUNS.labels(result).inc()
+    for table, n in (deleted_by_table or {}).items():
+        if n > 0:
+            PURGE_DELETED.labels(table).inc(n)
+    for seconds in batch_durations:
+        PURGE_BATCH_DURATION.observe(seconds)
+
+
+# --- exposition --------------------------------------------------------------------------------------
+
+
+def prepare_multiprocess_dir() -> None:
+    """Create and empty PROMETHEUS_MULTIPROC_DIR. Call in the parent before uvicorn starts workers."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """Body and content type for GET /metrics, aggregated over workers in multi-process mode."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# --- ASGI middleware ----------------------------------------------------------------------------------
+
+Scope = dict[str, Any]
+
+
+def route_template(scope: Scope, outer_root_path: str = "") -> str:
+    """The matched route's path template, with any include_router/mount prefix; 'unmatched' if none.
+
+    Starlette's router stores the matched route in scope["route"] (starlette/routing.py Router.app).
+    FastAPI >= 0.16x no longer copies routes on include_router, so scope["route"].path lacks the
+    include prefix; the full template is on the effective route context FastAPI keeps in
+    scope["fastapi"]. Mounted sub-apps extend scope["root_path"].
+    """
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED_ROUTE
+    template: object = None
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        template = getattr(fastapi_scope.get("effective_route_context"), "path_format", None)
+    if not isinstance(template, str) or not template:
+        template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return UNMATCHED_ROUTE
+    root_path: str = scope.get("root_path", "")
+    if len(root_path) > len(outer_root_path) and root_path.startswith(outer_root_path):
+        template = root_path[len(outer_root_path) :] + template
+    return template
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware recording the HTTP metrics by route template (probes excluded)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _route_path(scope) in EXCLUDED_PATHS:
+            await self.app(scope, receive, send)
+            return
+
+        status = 500
+        outer_root_path = scope.get("root_path", "")
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+        start = time.perf_counter()
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            HTTP_IN_FLIGHT.dec()
+            route = route_template(scope, outer_root_path)
+            HTTP_REQUESTS.labels(route, method, f"{status // 100}xx").inc()
+            HTTP_DURATION.labels(route, method).observe(elapsed)
