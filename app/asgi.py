@@ -25,7 +25,8 @@ class RawSessionPathMiddleware:
             raw = scope.get("raw_path")
             if raw and raw.startswith(SESSIONS_PREFIX) and b"%" in raw:
                 # Mutate in place: routing stores the matched route in this same scope, and the metrics and
-                # access-log middlewares outside read it from there. Some clients' ASGI transports leave the query string in raw_path; a literal "?" always
+                # access-log middlewares outside read it from there. Some clients' ASGI transports leave
+                # the query string in raw_path; a literal "?" always
                 # starts the query, since an id's own "?" arrives percent-encoded.
                 scope["path"] = raw.split(b"?", 1)[0].decode("latin-1")
         await self.app(scope, receive, send)

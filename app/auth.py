@@ -51,7 +51,9 @@ def _parse_pairs(text: str, source: str, *, separator: str) -> list[tuple[str, s
                 f"{source}: entry {number}: tenant name must be 1-64 of letters, digits, '.', '_', '-'"
             )
         if len(key) < MIN_KEY_LENGTH:
-            raise ConfigurationError(f"{source}: entry {number}: keys must be at least {MIN_KEY_LENGTH} characters")
+            raise ConfigurationError(
+                f"{source}: entry {number}: keys must be at least {MIN_KEY_LENGTH} characters"
+            )
         pairs.append((name, key))
     return pairs
 
@@ -62,7 +64,10 @@ class KeyRing:
     def __init__(self, tenant_keys: list[tuple[str, str]], admin_keys: list[tuple[str, str]]) -> None:
         self._tenants: dict[bytes, tuple[str, str]] = {}
         self._admins: dict[bytes, tuple[str, str]] = {}
-        for table, pairs, kind in ((self._tenants, tenant_keys, "tenant"), (self._admins, admin_keys, "admin")):
+        for table, pairs, kind in (
+            (self._tenants, tenant_keys, "tenant"),
+            (self._admins, admin_keys, "admin"),
+        ):
             for name, key in pairs:
                 digest = _digest(key)
                 if digest in self._tenants or digest in self._admins:
@@ -102,7 +107,8 @@ class KeyRing:
         ring = cls(tenant_keys, admin_keys)
         if not ring.auth_enabled and not settings.binds_loopback_only:
             raise ConfigurationError(
-                f"no API keys are configured and SESSION_BROKER_HOST={settings.host} is not a loopback address: "
+                f"no API keys are configured and SESSION_BROKER_HOST={settings.host} is not a loopback "
+                "address: "
                 "refusing to serve without authentication. Set SESSION_BROKER_API_KEYS or "
                 "SESSION_BROKER_API_KEYS_FILE (and SESSION_BROKER_ADMIN_API_KEYS), or bind to 127.0.0.1."
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,10 @@ def _configure_logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format.value)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
     """Start the embedded database if no URL is set, migrate if configured, then run uvicorn."""
     import uvicorn
@@ -41,6 +46,10 @@ def serve(settings: Settings) -> None:
     from app.migrate import upgrade
 
     KeyRing.from_settings(settings)  # refuse an unauthenticated non-loopback bind before starting anything
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the handler that was
+    # installed before it started. Make that handler a clean exit, so `finally` stops the embedded
+    # database and the process exits 0 (Kubernetes and systemd read a signal death as a crash).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     embedded = EmbeddedPostgres(settings.data_dir) if settings.uses_embedded_database else None
     try:
         url = embedded.url if embedded else settings.database_url.get_secret_value()  # type: ignore[union-attr]
@@ -61,7 +70,9 @@ def serve(settings: Settings) -> None:
             # Workers re-read settings from the environment: hand them the resolved database URL, and give
             # prometheus-client a shared directory so /metrics aggregates every worker.
             os.environ["SESSION_BROKER_DATABASE_URL"] = url
-            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="session-broker-metrics-"))
+            os.environ.setdefault(
+                "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="session-broker-metrics-")
+            )
             from app.metrics import prepare_multiprocess_dir
 
             prepare_multiprocess_dir()

@@ -46,60 +46,112 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # --- network -------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    host: str = Field(
+        "127.0.0.1", description="bind address; without API keys only a loopback address is allowed"
+    )
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port")
+    workers: int = Field(
+        1, ge=1, le=64, description="uvicorn worker processes (metrics aggregate across them)"
+    )
 
     # --- database ------------------------------------------------------------------------------
-    database_url: SecretStr | None = None
-    data_dir: Path = Path(".session-broker-data")
-    auto_migrate: bool | None = Field(
-        None, description="migrate to head on start; default: yes for the embedded database only"
+    database_url: SecretStr | None = Field(
+        None, description="`postgresql://user:pass@host:5432/db`; unset: an embedded PostgreSQL in DATA_DIR"
     )
-    db_pool_min_size: int = Field(1, ge=0, le=1000)
-    db_pool_max_size: int = Field(20, ge=1, le=1000)
-    db_connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    db_acquire_timeout_seconds: float = Field(5.0, gt=0, le=300)
-    db_statement_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    data_dir: Path = Field(
+        Path(".session-broker-data"), description="where the embedded PostgreSQL keeps its data"
+    )
+    auto_migrate: bool | None = Field(
+        None, description="migrate to head on `serve`; default: yes for the embedded database only"
+    )
+    db_pool_min_size: int = Field(1, ge=0, le=1000, description="connections kept open per process")
+    db_pool_max_size: int = Field(20, ge=1, le=1000, description="connection cap per process")
+    db_connect_timeout_seconds: float = Field(5.0, gt=0, le=300, description="opening a connection")
+    db_acquire_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="waiting for a pooled connection before answering 503"
+    )
+    db_statement_timeout_seconds: float = Field(
+        5.0, gt=0, le=3600, description="client-side statement timeout before answering 503"
+    )
     db_prepared_statements: bool = Field(
         True, description="false for PgBouncer in transaction pooling mode (asyncpg statement cache off)"
     )
-    retry_after_seconds: int = Field(2, ge=1, le=3600)
+    retry_after_seconds: int = Field(2, ge=1, le=3600, description="`Retry-After` on 503 answers")
 
     # --- auth ----------------------------------------------------------------------------------
-    api_keys: SecretStr | None = None
-    api_keys_file: Path | None = None
-    admin_api_keys: SecretStr | None = None
-    principal_mismatch_status: MismatchStatus = MismatchStatus.not_found
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated `tenant=key` pairs (keys ≥ 16 chars)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="file with one `tenant=key` per line (`#` comments), e.g. a mounted Secret"
+    )
+    admin_api_keys: SecretStr | None = Field(
+        None, description="comma-separated admin keys (`name=key` or `key`)"
+    )
+    principal_mismatch_status: MismatchStatus = Field(
+        MismatchStatus.not_found, description="answer to a `Session-Principal` mismatch: `404` or `403`"
+    )
 
     # --- session policy ------------------------------------------------------------------------
-    default_idle_timeout_seconds: int = Field(1800, ge=1)
-    min_idle_timeout_seconds: int = Field(1, ge=1)
-    max_idle_timeout_seconds: int = Field(86400, ge=1)
-    default_max_lifetime_seconds: int = Field(28800, ge=1)
-    min_max_lifetime_seconds: int = Field(1, ge=1)
-    max_max_lifetime_seconds: int = Field(604800, ge=1)
-    touch_granularity_seconds: float = Field(60.0, ge=0, le=86400)
-    max_metadata_bytes: int = Field(65536, ge=2, le=16 * 1024 * 1024)
+    default_idle_timeout_seconds: int = Field(1800, ge=1, description="idle timeout when a create omits it")
+    min_idle_timeout_seconds: int = Field(1, ge=1, description="smallest idle timeout a create may ask for")
+    max_idle_timeout_seconds: int = Field(
+        86400, ge=1, description="largest idle timeout a create may ask for"
+    )
+    default_max_lifetime_seconds: int = Field(
+        28800, ge=1, description="absolute lifetime when a create omits it"
+    )
+    min_max_lifetime_seconds: int = Field(
+        1, ge=1, description="smallest absolute lifetime a create may ask for"
+    )
+    max_max_lifetime_seconds: int = Field(
+        604800, ge=1, description="largest absolute lifetime a create may ask for"
+    )
+    touch_granularity_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="a touch writes only if it moves expiry by ≥ min(this, idle timeout / 10); 0: always",
+    )
+    max_metadata_bytes: int = Field(
+        65536, ge=2, le=16 * 1024 * 1024, description="limit on a session's metadata as JSON (413 past it)"
+    )
 
     # --- lifecycle -----------------------------------------------------------------------------
-    tombstone_retention_seconds: int = Field(86400, ge=0, le=90 * 86400)
-    event_retention_seconds: int = Field(86400, ge=60, le=90 * 86400)
-    purge_enabled: bool = True
-    purge_interval_seconds: float = Field(30.0, gt=0, le=86400)
-    purge_batch_size: int = Field(5000, ge=1, le=100000)
-    purge_time_budget_seconds: float = Field(10.0, gt=0, le=3600)
-    quota_policy: QuotaPolicy = QuotaPolicy.reject
-    max_sessions_per_tenant: int = Field(1_000_000, ge=1)
-    max_sessions_per_principal: int = Field(10_000, ge=1)
-    max_sessions_per_client: int = Field(100_000, ge=1)
+    tombstone_retention_seconds: int = Field(
+        86400,
+        ge=0,
+        le=90 * 86400,
+        description="how long an ended session's reason is remembered (and its id blocked)",
+    )
+    event_retention_seconds: int = Field(
+        86400, ge=60, le=90 * 86400, description="how long lifecycle events stay replayable"
+    )
+    purge_enabled: bool = Field(True, description="run the purge loop in this process")
+    purge_interval_seconds: float = Field(
+        30.0, gt=0, le=86400, description="mean pause between purge runs (jittered)"
+    )
+    purge_batch_size: int = Field(5000, ge=1, le=100000, description="rows per purge transaction")
+    purge_time_budget_seconds: float = Field(
+        10.0, gt=0, le=3600, description="a purge run stops after this long"
+    )
+    quota_policy: QuotaPolicy = Field(
+        QuotaPolicy.reject, description="when a quota is full: `reject` (429) or `evict_oldest_idle`"
+    )
+    max_sessions_per_tenant: int = Field(1_000_000, ge=1, description="live sessions per tenant")
+    max_sessions_per_principal: int = Field(10_000, ge=1, description="live sessions per principal")
+    max_sessions_per_client: int = Field(100_000, ge=1, description="live sessions per client_id")
     tenant_quotas: str | None = Field(
-        None, description='JSON object of per-tenant overrides, e.g. {"acme": {"max_sessions_per_principal": 50}}'
+        None,
+        description='JSON per-tenant overrides, e.g. `{"acme": {"max_sessions_per_principal": 50, '
+        '"quota_policy": "evict_oldest_idle"}}`',
     )
 
     # --- logging -------------------------------------------------------------------------------
-    log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.auto
+    log_level: str = Field("INFO", description="CRITICAL, ERROR, WARNING, INFO or DEBUG")
+    log_format: LogFormat = Field(
+        LogFormat.auto, description="`json`, `text`, or `auto` (json unless a terminal)"
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -122,12 +174,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _bounds_are_consistent(self) -> Self:
         problems = []
-        if not self.min_idle_timeout_seconds <= self.default_idle_timeout_seconds <= self.max_idle_timeout_seconds:
+        if (
+            not self.min_idle_timeout_seconds
+            <= self.default_idle_timeout_seconds
+            <= self.max_idle_timeout_seconds
+        ):
             problems.append(
                 "SESSION_BROKER_DEFAULT_IDLE_TIMEOUT_SECONDS must lie within "
                 "SESSION_BROKER_MIN_IDLE_TIMEOUT_SECONDS..SESSION_BROKER_MAX_IDLE_TIMEOUT_SECONDS"
             )
-        if not self.min_max_lifetime_seconds <= self.default_max_lifetime_seconds <= self.max_max_lifetime_seconds:
+        if (
+            not self.min_max_lifetime_seconds
+            <= self.default_max_lifetime_seconds
+            <= self.max_max_lifetime_seconds
+        ):
             problems.append(
                 "SESSION_BROKER_DEFAULT_MAX_LIFETIME_SECONDS must lie within "
                 "SESSION_BROKER_MIN_MAX_LIFETIME_SECONDS..SESSION_BROKER_MAX_MAX_LIFETIME_SECONDS"

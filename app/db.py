@@ -110,23 +110,25 @@ class Database:
         except Exception as error:
             if not is_unavailable_error(error):
                 raise
-            log.warning("database unreachable at start (%s); will keep retrying per request", type(error).__name__)
+            log.warning(
+                "database unreachable at start (%s); will keep retrying per request", type(error).__name__
+            )
             self._pool = await asyncpg.create_pool(**self._pool_kwargs(0))
 
     async def close(self) -> None:
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self._pool.terminate()
             self._pool = None
 
     async def unavailable(self, error: BaseException) -> DatabaseUnavailable:
-        if isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
+        lost = isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError))
+        if lost and self._pool is not None:
             # Connections to a restarted server are dead: drop them all so recovery needs one round, not
             # one failed request per pooled connection.
-            if self._pool is not None:
-                await self._pool.expire_connections()
+            await self._pool.expire_connections()
         kind = type(error).__name__
         log.warning("database unavailable: %s", kind)
         return DatabaseUnavailable(

@@ -75,10 +75,7 @@ class SessionNotFound(Problem):
     status, slug, title = 404, "session-not-found", "Session not found"
 
     def __init__(self, reason: str | None = None) -> None:
-        if reason is None:
-            detail = "No live session has this id."
-        else:
-            detail = f"The session has ended ({reason})."
+        detail = "No live session has this id." if reason is None else f"The session has ended ({reason})."
         super().__init__(detail, reason=reason)
 
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +29,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.logs import AccessLogMiddleware
-from app.migrate import head_revision
+from app.migrate import head_revision, known_revisions
 from app.openapi_docs import build_openapi, problem_responses
 from app.repository import SessionRepository
 from app.routes import router
@@ -71,7 +70,9 @@ async def _on_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = []
     for item in error.errors():
-        location = [str(part) for part in item.get("loc", ()) if part not in ("query", "header", "path", "body")]
+        location = [
+            str(part) for part in item.get("loc", ()) if part not in ("query", "header", "path", "body")
+        ]
         errors.append({"field": ".".join(location) or "request", "message": str(item.get("msg"))})
     return problem_response(ValidationFailed(errors), request)
 
@@ -118,7 +119,9 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
     if is_unavailable_error(error):  # e.g. raised outside Database.connection(); still never a 500
         settings: Settings = request.app.state.settings
         return problem_response(
-            DatabaseUnavailable("The session store is unavailable; retry later.", settings.retry_after_seconds)
+            DatabaseUnavailable(
+                "The session store is unavailable; retry later.", settings.retry_after_seconds
+            )
         )
     log.exception("unhandled error on %s %s", request.method, request.scope.get("route", None))
     return problem_response(InternalError("An unexpected error occurred; it has been logged."))
@@ -175,6 +178,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.keys = keys
     app.state.schema_head = head_revision()
+    app.state.known_revisions = known_revisions()
     metrics.register_tenants(keys.tenants or ["default"])
 
     app.include_router(router)
@@ -227,12 +231,21 @@ async def readyz(request: Request) -> Response:
     except (DatabaseUnavailable, TimeoutError) as error:
         detail = error.detail if isinstance(error, DatabaseUnavailable) else "database did not answer in time"
         return problem_response(DatabaseUnavailable(detail, settings.retry_after_seconds))
-    if revision != request.app.state.schema_head:
+    # Ready at our head, and also at a revision we do not know: that is a newer release's schema during a
+    # rolling upgrade (migrations are additive, expand-then-contract), and refusing it would leave no
+    # ready pod between the pre-upgrade migration and the new pods. An older known revision is not ready.
+    if revision != request.app.state.schema_head and revision in request.app.state.known_revisions:
         return problem_response(
             DatabaseUnavailable(
                 f"schema is at revision {revision!r}, this build needs {request.app.state.schema_head!r}; "
                 "run `session-broker migrate`",
                 settings.retry_after_seconds,
+            )
+        )
+    if revision is None:
+        return problem_response(
+            DatabaseUnavailable(
+                "schema is not installed; run `session-broker migrate`", settings.retry_after_seconds
             )
         )
     return Response(b'{"status":"ready"}', media_type="application/json")

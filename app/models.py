@@ -9,6 +9,9 @@ Touch-heavy design (lessons 1-9 of `lessons.md`):
   that a touch pushes forward in large steps (see `repository.PURGE_AFTER_STEP`), so the index is
   rewritten only once per step rather than on every touch. The purge job finds candidates through it and
   re-checks the exact `expires_at`; reads never rely on it (an expired row is invisible at once).
+- `metadata` is `json`, not `jsonb`: the database never looks inside it (merge-patch happens in the
+  service), `json` input is only syntax-checked (cheaper than jsonb's decomposition on every write), and
+  it accepts every JSON string, including the U+0000 escape that jsonb refuses.
 - The absolute deadline is `created_at + max_lifetime_seconds`; both are immutable, so a touch can never
   push a session past it.
 """
@@ -19,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, MetaData, SmallInteger, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -73,7 +76,7 @@ class SessionRow(Base):
     client_id: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(Text)
     protocol_version: Mapped[str | None] = mapped_column(Text)
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     version: Mapped[int] = mapped_column(BigInteger)
     idle_timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_lifetime_seconds: Mapped[int] = mapped_column(Integer)

@@ -31,7 +31,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         if status in (429, 503):
             responses[status]["headers"] = {
-                "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+                "Retry-After": {
+                    "description": "seconds to wait before retrying",
+                    "schema": {"type": "integer"},
+                }
             }
         if status == 401:
             responses[status]["headers"] = {
@@ -61,23 +64,51 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (*REQUEST_MODELS, ProblemDocument):
+    models: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, ProblemDocument)
+    for model in models:
         definition = model.model_json_schema(ref_template=_REF)
         for name, nested in definition.pop("$defs", {}).items():
             schemas.setdefault(name, nested)
         schemas[model.__name__] = definition
-    # FastAPI documents its own 422 shape for every route with parameters; ours is problem+json.
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
+            # An optional header or query parameter is absent, never JSON null: drop FastAPI's null branch.
+            for parameter in operation.get("parameters", []):
+                branches = parameter.get("schema", {}).get("anyOf")
+                if branches and {"type": "null"} in branches and len(branches) == 2:
+                    kept = next(branch for branch in branches if branch != {"type": "null"})
+                    title = parameter["schema"].get("title")
+                    parameter["schema"] = {**kept, **({"title": title} if title else {})}
+            # FastAPI documents its own 422 shape for every route with parameters; ours is problem+json.
             responses = operation.get("responses", {})
             error = responses.get("422")
             if error and "application/json" in error.get("content", {}):
                 responses["422"] = problem_responses(422)[422]
+    _document_bounds(schemas["SessionCreate"], app)
+    # The catalogue of stable problem types, including the generic ones (405, 406) no operation lists.
+    document["info"]["x-problem-types"] = [
+        {"type": problem.type_uri(), "status": problem.status, "title": problem.title}
+        for problem in ALL_PROBLEMS
+    ]
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     app.openapi_schema = document
     return document
 
 
+def _document_bounds(create_schema: dict[str, Any], app: FastAPI) -> None:
+    """Write the configured TTL bounds into the schema, so the document states what this service accepts."""
+    settings = app.state.settings
+    bounds = {
+        "idle_timeout_seconds": (settings.min_idle_timeout_seconds, settings.max_idle_timeout_seconds),
+        "max_lifetime_seconds": (settings.min_max_lifetime_seconds, settings.max_max_lifetime_seconds),
+    }
+    for name, (low, high) in bounds.items():
+        for branch in create_schema["properties"][name].get("anyOf", []):
+            if branch.get("type") == "integer":
+                branch["minimum"], branch["maximum"] = low, high
+
+
 def openapi_yaml(app: FastAPI) -> str:
-    return yaml.safe_dump(build_openapi(app), sort_keys=False, allow_unicode=True, width=100)
+    text: str = yaml.safe_dump(build_openapi(app), sort_keys=False, allow_unicode=True, width=100)
+    return text

@@ -55,7 +55,7 @@ WITH retired AS (
     INSERT INTO sessions AS s (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
                                version, idle_timeout_seconds, max_lifetime_seconds,
                                created_at, last_seen_at, expires_at, purge_after)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, 1, $9::int, $10::int, now(), now(),
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8::json, 1, $9::int, $10::int, now(), now(),
            now() + LEAST($9::int, $10::int) * interval '1 second',
            now() + (LEAST($9::int, $10::int) + {PURGE_AFTER_STEP_SECONDS}) * interval '1 second'
      WHERE NOT EXISTS (SELECT 1 FROM retired)
@@ -107,7 +107,8 @@ SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expire
 
 _GET_SESSION = f"""
 SELECT {SESSION_COLUMNS}, expires_at > now() AS live,
-       CASE WHEN expires_at >= {_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END AS expiry_reason
+       CASE WHEN expires_at >= {_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END
+           AS expiry_reason
   FROM sessions WHERE tenant = $1 AND id = $2
 """
 _GET_SESSION_FOR_UPDATE = _GET_SESSION + " FOR UPDATE"
@@ -118,7 +119,7 @@ SELECT reason FROM session_tombstones WHERE tenant = $1 AND id = $2 AND forget_a
 
 _UPDATE_SESSION = f"""
 UPDATE sessions
-   SET metadata = $3::jsonb, owner = $4, client_id = $5, protocol_version = $6, version = version + 1
+   SET metadata = $3::json, owner = $4, client_id = $5, protocol_version = $6, version = version + 1
  WHERE tenant = $1 AND id = $2 AND version = $7 AND expires_at > now()
 RETURNING {SESSION_COLUMNS}
 """
@@ -251,12 +252,16 @@ class SessionRepository:
 
     async def get(self, tenant: str, session_id: str, *, for_update: bool = False) -> Lookup:
         """The session if live, else why it ended. `for_update` locks the row (inside a transaction)."""
-        record = await self.db.fetchrow(_GET_SESSION_FOR_UPDATE if for_update else _GET_SESSION, tenant, session_id)
+        record = await self.db.fetchrow(
+            _GET_SESSION_FOR_UPDATE if for_update else _GET_SESSION, tenant, session_id
+        )
         if record is not None and record["live"]:
             return Lookup(session=_session(record), ended_reason=None)
         if record is not None:
             return Lookup(session=None, ended_reason=record["expiry_reason"])
-        return Lookup(session=None, ended_reason=await self.db.fetchval(_TOMBSTONE_REASON, tenant, session_id))
+        return Lookup(
+            session=None, ended_reason=await self.db.fetchval(_TOMBSTONE_REASON, tenant, session_id)
+        )
 
     async def update(
         self,
@@ -271,7 +276,14 @@ class SessionRepository:
     ) -> dict[str, Any] | None:
         """Compare-and-set on `version`; None when the session changed or ended meanwhile."""
         record = await self.db.fetchrow(
-            _UPDATE_SESSION, tenant, session_id, metadata, owner, client_id, protocol_version, expected_version
+            _UPDATE_SESSION,
+            tenant,
+            session_id,
+            metadata,
+            owner,
+            client_id,
+            protocol_version,
+            expected_version,
         )
         return _session(record) if record is not None else None
 
@@ -280,7 +292,12 @@ class SessionRepository:
     ) -> float | None:
         """End a live session (reason `deleted`); returns its lifetime in seconds, None if nothing ended."""
         value = await self.db.fetchval(
-            _DELETE_SESSION, tenant, session_id, principal, tombstone_seconds, random.randrange(COUNTER_SHARDS)
+            _DELETE_SESSION,
+            tenant,
+            session_id,
+            principal,
+            tombstone_seconds,
+            random.randrange(COUNTER_SHARDS),
         )
         return float(value) if value is not None else None
 

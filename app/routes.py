@@ -31,25 +31,17 @@ from app.service import DEFAULT_PAGE_SIZE, SessionService, etag, is_valid_sessio
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_TYPES = frozenset({"application/json"})
+IF_MATCH_PATTERN = r'^[ \t]*(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)[ \t]*$'
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
 def json_response(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(data, option=orjson.OPT_UTC_Z), status_code=status_code, headers=headers,
+        orjson.dumps(data, option=orjson.OPT_UTC_Z),
+        status_code=status_code,
+        headers=headers,
         media_type="application/json",
     )
-
-
-def contains_nul(value: Any) -> bool:
-    """PostgreSQL text and jsonb cannot store U+0000; find it before the database refuses it."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:
@@ -73,8 +65,6 @@ async def read_json(request: Request, model: type[Model], media_types: frozenset
         data = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise ValidationFailed.one("body", f"is not valid JSON ({error})") from None
-    if contains_nul(data):
-        raise ValidationFailed.one("body", "strings must not contain U+0000")
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -109,7 +99,11 @@ TenantDep = Annotated[str, Depends(tenant_of)]
 # No pattern on purpose: an impossible id is "no such session" (404), except on register (422).
 SessionIdPath = Annotated[
     str,
-    Path(description="the session id, percent-encoded (ids may contain `/ ? # % +`)"),
+    # The pattern is documentation only: FastAPI sees the still-encoded segment, the service validates.
+    Path(
+        description="the session id, percent-encoded (ids may contain `/ ? # % +`)",
+        json_schema_extra={"pattern": "^[\\x21-\\x7e]{1,255}$"},
+    ),
 ]
 PrincipalHeader = Annotated[
     str | None,
@@ -205,7 +199,15 @@ async def patch_session(
     service: ServiceDep,
     tenant: TenantDep,
     principal: PrincipalHeader = None,
-    if_match: Annotated[str | None, Header(alias="If-Match", description="an ETag from a previous read")] = None,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='`*` or ETags from previous reads, e.g. `"3"`; anything that matches no current ETag '
+            "(including a malformed value) answers 412",
+            json_schema_extra={"pattern": IF_MATCH_PATTERN},
+        ),
+    ] = None,
 ) -> Response:
     patch = await read_json(request, SessionPatch, MERGE_PATCH_TYPES)
     if patch is None:
@@ -252,8 +254,13 @@ async def list_sessions(
     unknown = sorted(set(request.query_params) - {*LIST_FILTERS, "limit", "cursor"})
     if unknown:
         raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
-    values = {"kind": kind, "principal": principal, "client_id": client_id, "owner": owner,
-              "protocol_version": protocol_version}
+    values = {
+        "kind": kind,
+        "principal": principal,
+        "client_id": client_id,
+        "owner": owner,
+        "protocol_version": protocol_version,
+    }
     filters = {name: value for name, value in values.items() if value is not None}
     items, next_cursor = await service.list(tenant, filters, cursor, limit)
     return json_response({"items": items, "next_cursor": next_cursor})
@@ -267,4 +274,3 @@ async def list_sessions(
 )
 async def get_stats(service: ServiceDep, tenant: TenantDep) -> Response:
     return json_response(await service.stats(tenant))
-

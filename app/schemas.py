@@ -6,14 +6,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+)
 
+# Strings stored in text columns cannot contain U+0000 (PostgreSQL refuses it): the patterns say so.
+NO_NUL_PATTERN = "^[^\\x00]*$"
 # Bounded labels; `kind` appears in metrics, so it is kept short and simple.
 Kind = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
-Label = Annotated[StrictStr, Field(min_length=1, max_length=512)]
-ProtocolVersion = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-Seconds = Annotated[StrictInt, Field(description="seconds; bounded by the service's configured min/max")]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=NO_NUL_PATTERN)]
+ProtocolVersion = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: accept 60 and 60.0, refuse "60", true and 60.5 (no silent coercion)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a whole number of seconds")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number of seconds")
+        return int(value)
+    return value
+
+
+Seconds = Annotated[
+    int,
+    BeforeValidator(_whole_number),
+    Field(description="seconds; bounded by the service's configured min/max (see /v1/stats `limits`)"),
+]
+
 METADATA_DESCRIPTION = "JSON object (client info, capabilities, upstream ids...); size-limited"
+Metadata = Annotated[dict[str, Any], Field(description=METADATA_DESCRIPTION)]
 
 
 class RequestModel(BaseModel):
@@ -28,7 +57,7 @@ class SessionCreate(RequestModel):
     client_id: Label | None = None
     owner: Label | None = Field(None, description="gateway replica serving the live stream")
     protocol_version: ProtocolVersion | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict, description=METADATA_DESCRIPTION)
+    metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
     idle_timeout_seconds: Seconds | None = None
     max_lifetime_seconds: Seconds | None = None
 
@@ -40,7 +69,9 @@ class SessionPatch(RequestModel):
     and null clears them.
     """
 
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="merged into the session's metadata; null clears it"
+    )
     owner: Label | None = None
     client_id: Label | None = None
     protocol_version: ProtocolVersion | None = None
@@ -51,7 +82,7 @@ class TouchRequest(RequestModel):
 
     method: Annotated[StrictStr, Field(min_length=1, max_length=128, description="e.g. 'tools/call'")]
     ok: StrictBool = True
-    duration_ms: Annotated[float, Field(ge=0, le=86_400_000)] | None = None
+    duration_ms: Annotated[StrictFloat, Field(ge=0, le=86_400_000)] | None = None
 
 
 class SessionRead(BaseModel):
@@ -120,7 +151,8 @@ class ProblemDocument(BaseModel):
     detail: str
     instance: str | None = None
     reason: str | None = Field(
-        None, description="why a session ended: deleted, expired_idle, expired_lifetime, evicted, revoked, rotated"
+        None,
+        description="why a session ended: deleted, expired_idle, expired_lifetime, evicted, revoked, rotated",
     )
     errors: list[dict[str, str]] | None = Field(None, description="validation errors: field and message")
 

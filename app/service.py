@@ -102,7 +102,9 @@ class SessionService:
 
     def _timeouts(self, body: SessionCreate) -> tuple[int, int]:
         s = self.settings
-        idle = s.default_idle_timeout_seconds if body.idle_timeout_seconds is None else body.idle_timeout_seconds
+        idle = (
+            s.default_idle_timeout_seconds if body.idle_timeout_seconds is None else body.idle_timeout_seconds
+        )
         lifetime = (
             s.default_max_lifetime_seconds if body.max_lifetime_seconds is None else body.max_lifetime_seconds
         )
@@ -111,14 +113,16 @@ class SessionService:
             errors.append(
                 {
                     "field": "idle_timeout_seconds",
-                    "message": f"must be between {s.min_idle_timeout_seconds} and {s.max_idle_timeout_seconds}",
+                    "message": f"must be between {s.min_idle_timeout_seconds} and "
+                    f"{s.max_idle_timeout_seconds}",
                 }
             )
         if not s.min_max_lifetime_seconds <= lifetime <= s.max_max_lifetime_seconds:
             errors.append(
                 {
                     "field": "max_lifetime_seconds",
-                    "message": f"must be between {s.min_max_lifetime_seconds} and {s.max_max_lifetime_seconds}",
+                    "message": f"must be between {s.min_max_lifetime_seconds} and "
+                    f"{s.max_max_lifetime_seconds}",
                 }
             )
         if errors:
@@ -139,7 +143,11 @@ class SessionService:
 
     @staticmethod
     def _bound_elsewhere(session_principal: str | None, caller_principal: str | None) -> bool:
-        return caller_principal is not None and session_principal is not None and session_principal != caller_principal
+        return (
+            caller_principal is not None
+            and session_principal is not None
+            and session_principal != caller_principal
+        )
 
     # --- operations ------------------------------------------------------------------------------
 
@@ -192,7 +200,10 @@ class SessionService:
             raise SessionNotFound()
         async with self.db.timed("touch") as connection:
             outcome = await SessionRepository(connection).touch(
-                tenant, session_id, principal=principal, granularity_seconds=self.settings.touch_granularity_seconds
+                tenant,
+                session_id,
+                principal=principal,
+                granularity_seconds=self.settings.touch_granularity_seconds,
             )
         if not outcome.found:
             metrics.count_touch(tenant, "not_found")
@@ -231,7 +242,9 @@ class SessionService:
                 "metadata": metadata,
                 "owner": patch.owner if "owner" in given else current["owner"],
                 "client_id": patch.client_id if "client_id" in given else current["client_id"],
-                "protocol_version": patch.protocol_version if "protocol_version" in given else current["protocol_version"],
+                "protocol_version": patch.protocol_version
+                if "protocol_version" in given
+                else current["protocol_version"],
             }
             if all(changes[key] == current[key] for key in changes):
                 return current  # a no-op patch is not a change: version and ETag stay

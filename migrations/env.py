@@ -36,8 +36,17 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _connect_args() -> dict[str, int]:
+    """Behind PgBouncer in transaction pooling mode, prepared statements must be off (lesson 16)."""
+    from app.config import get_settings
+
+    if get_settings().db_prepared_statements:
+        return {}
+    return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+
 async def _run_async() -> None:
-    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    engine = create_async_engine(_database_url(), poolclass=pool.NullPool, connect_args=_connect_args())
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

@@ -36,7 +36,9 @@ async def test_lifetime_expiry_is_reported_as_such(client: httpx.AsyncClient, ra
 
 
 async def test_an_expired_unpurged_id_can_be_registered_again(client: httpx.AsyncClient, raw_db) -> None:
-    old = await client.put(path("reused"), json={"metadata": {"old": True}, "idle_timeout_seconds": 60}, headers=auth())
+    old = await client.put(
+        path("reused"), json={"metadata": {"old": True}, "idle_timeout_seconds": 60}, headers=auth()
+    )
     assert old.status_code == 201
     await age(raw_db, "reused", 61)
     new = await client.put(path("reused"), json={"metadata": {"new": True}}, headers=auth())
@@ -102,7 +104,9 @@ async def test_ttl_edge_values_are_rejected(client: httpx.AsyncClient, ttl: int)
 
 async def test_ttl_bounds_are_inclusive(client: httpx.AsyncClient) -> None:
     for ttl in (1, 86400):
-        assert (await client.post("/v1/sessions", json={"idle_timeout_seconds": ttl}, headers=auth())).status_code == 201
+        assert (
+            await client.post("/v1/sessions", json={"idle_timeout_seconds": ttl}, headers=auth())
+        ).status_code == 201
     assert (
         await client.post("/v1/sessions", json={"max_lifetime_seconds": 604800}, headers=auth())
     ).status_code == 201

@@ -13,7 +13,9 @@ from tests.test_sessions_api import assert_problem, create, path
 MERGE = {"content-type": "application/merge-patch+json"}
 
 
-async def patch(client: httpx.AsyncClient, session_id: str, document: object, **headers: str) -> httpx.Response:
+async def patch(
+    client: httpx.AsyncClient, session_id: str, document: object, **headers: str
+) -> httpx.Response:
     import orjson
 
     return await client.patch(
@@ -24,7 +26,9 @@ async def patch(client: httpx.AsyncClient, session_id: str, document: object, **
 async def test_merge_patch_follows_rfc_7396(client: httpx.AsyncClient) -> None:
     session = await create(client, metadata={"a": 1, "nested": {"keep": 1, "drop": 2}, "list": [1, 2]})
     response = await patch(
-        client, session["id"], {"metadata": {"b": 2, "nested": {"drop": None, "new": 3}, "list": [3]}, "owner": "gw-2"}
+        client,
+        session["id"],
+        {"metadata": {"b": 2, "nested": {"drop": None, "new": 3}, "list": [3]}, "owner": "gw-2"},
     )
     assert response.status_code == 200
     body = response.json()
@@ -140,7 +144,9 @@ async def test_pagination_visits_every_session_once_even_while_sessions_come_and
 
 
 async def test_list_filters(client: httpx.AsyncClient) -> None:
-    await create(client, kind="mcp", principal="alice", client_id="c1", owner="gw-1", protocol_version="2025-06-18")
+    await create(
+        client, kind="mcp", principal="alice", client_id="c1", owner="gw-1", protocol_version="2025-06-18"
+    )
     await create(client, kind="mcp", principal="bob", client_id="c1", owner="gw-2")
     await create(client, kind="basket", principal="alice")
 
@@ -168,5 +174,7 @@ async def test_list_filters(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_list_rejects_bad_parameters(client: httpx.AsyncClient, params: dict, field: str) -> None:
-    problem = assert_problem(await client.get("/v1/sessions", params=params, headers=auth()), 422, "validation-error")
+    problem = assert_problem(
+        await client.get("/v1/sessions", params=params, headers=auth()), 422, "validation-error"
+    )
     assert field in {error["field"] for error in problem["errors"]}

@@ -46,7 +46,9 @@ async def create(client: httpx.AsyncClient, **body: object) -> dict:
     return response.json()
 
 
-async def test_create_mints_a_url_safe_256_bit_id_and_returns_location_and_etag(client: httpx.AsyncClient) -> None:
+async def test_create_mints_a_url_safe_256_bit_id_and_returns_location_and_etag(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post(
         "/v1/sessions",
         json={"principal": "iss|alice", "client_id": "claude", "metadata": {"clientInfo": {"name": "x"}}},
@@ -108,7 +110,7 @@ async def test_create_rejects_bad_fields_naming_them_and_writes_nothing(
     [
         (b"{not json", "application/json", 422),
         (b"[1,2]", "application/json", 422),
-        (b'{"metadata": {"k": "a\\u0000b"}}', "application/json", 422),
+        (b'{"principal": "a\\u0000b"}', "application/json", 422),
         (b'{"principal": "a"}', "text/plain", 415),
         (b'{"principal": "a"}', "application/x-www-form-urlencoded", 415),
     ],
@@ -124,7 +126,9 @@ async def test_create_rejects_malformed_bodies(
     assert await raw_db.fetchval("SELECT count(*) FROM sessions") == 0
 
 
-async def test_metadata_over_the_limit_is_413_naming_metadata(client_with, raw_db: asyncpg.Connection) -> None:
+async def test_metadata_over_the_limit_is_413_naming_metadata(
+    client_with, raw_db: asyncpg.Connection
+) -> None:
     async with client_with(max_metadata_bytes=100) as client:
         ok = await client.post("/v1/sessions", json={"metadata": {"k": "v" * 50}}, headers=auth())
         assert ok.status_code == 201
@@ -137,7 +141,9 @@ async def test_metadata_over_the_limit_is_413_naming_metadata(client_with, raw_d
 
 
 @pytest.mark.parametrize("session_id", AWKWARD_IDS)
-async def test_awkward_ids_round_trip_through_every_operation(client: httpx.AsyncClient, session_id: str) -> None:
+async def test_awkward_ids_round_trip_through_every_operation(
+    client: httpx.AsyncClient, session_id: str
+) -> None:
     registered = await client.put(path(session_id), json={"kind": "streamable"}, headers=auth())
     assert registered.status_code == 201, registered.text
     assert registered.json()["id"] == session_id
@@ -169,7 +175,9 @@ async def test_register_rejects_invalid_ids(client: httpx.AsyncClient, session_i
 
 
 async def test_register_conflicts_with_a_live_session_and_never_overwrites(client: httpx.AsyncClient) -> None:
-    first = await client.put(path("sdk-minted"), json={"principal": "alice", "metadata": {"n": 1}}, headers=auth())
+    first = await client.put(
+        path("sdk-minted"), json={"principal": "alice", "metadata": {"n": 1}}, headers=auth()
+    )
     assert first.status_code == 201
     again = await client.put(path("sdk-minted"), json={"principal": "mallory"}, headers=auth())
     assert_problem(again, 409, "session-exists")
@@ -239,3 +247,18 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/readyz")).status_code == 200
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "session_broker_" in metrics.text
+
+
+async def test_metadata_round_trips_any_json_including_nul_and_astral_characters(
+    client: httpx.AsyncClient,
+) -> None:
+    metadata = {
+        "nul": "a\u0000b",
+        "k\u0000": [1, 2.5, None, True],
+        "emoji": "\U0001f600",
+        "deep": {"x": {"y": []}},
+    }
+    created = await create(client, metadata=metadata)
+    assert created["metadata"] == metadata
+    got = await client.get(path(created["id"]), headers=auth())
+    assert got.json()["metadata"] == metadata

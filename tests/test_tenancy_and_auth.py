@@ -25,14 +25,23 @@ def bearer(key: str) -> dict[str, str]:
         {"Authorization": "acme-key-0123456789abcdef"},
     ],
 )
-async def test_missing_or_invalid_keys_are_401_with_bearer_challenge(client: httpx.AsyncClient, headers) -> None:
-    for method, url in (("POST", "/v1/sessions"), ("GET", "/v1/sessions"), ("GET", path("x")), ("GET", "/v1/stats")):
+async def test_missing_or_invalid_keys_are_401_with_bearer_challenge(
+    client: httpx.AsyncClient, headers
+) -> None:
+    for method, url in (
+        ("POST", "/v1/sessions"),
+        ("GET", "/v1/sessions"),
+        ("GET", path("x")),
+        ("GET", "/v1/stats"),
+    ):
         response = await client.request(method, url, headers=headers)
         assert_problem(response, 401, "unauthorized")
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_another_tenants_session_is_indistinguishable_from_a_missing_one(client: httpx.AsyncClient) -> None:
+async def test_another_tenants_session_is_indistinguishable_from_a_missing_one(
+    client: httpx.AsyncClient,
+) -> None:
     session = await create(client, kind="basket")
     other = bearer(GLOBEX_KEY)
     missing = (await client.get(path("no-such-session"), headers=other)).json()
@@ -73,7 +82,9 @@ def test_no_keys_on_a_non_loopback_address_refuses_to_start(host: str) -> None:
 
 def test_keys_file_is_read_one_pair_per_line(tmp_path) -> None:
     keys = tmp_path / "keys"
-    keys.write_text("# mounted from a Secret\nacme=file-key-0123456789abcdef\n\nglobex=other-key-0123456789abcdef\n")
+    keys.write_text(
+        "# mounted from a Secret\nacme=file-key-0123456789abcdef\n\nglobex=other-key-0123456789abcdef\n"
+    )
     ring = KeyRing.from_settings(make_settings(api_keys=None, api_keys_file=str(keys), host="0.0.0.0"))
     assert ring.authenticate("Bearer file-key-0123456789abcdef").tenant == "acme"
     assert ring.authenticate("Bearer other-key-0123456789abcdef").tenant == "globex"
@@ -94,7 +105,9 @@ def test_malformed_key_settings_fail_at_start_naming_the_setting(value: str, mes
 
 
 def test_several_keys_per_tenant_allow_rotation() -> None:
-    ring = KeyRing.from_settings(make_settings(api_keys="acme=old-key-0123456789abcdef,acme=new-key-0123456789abcdef"))
+    ring = KeyRing.from_settings(
+        make_settings(api_keys="acme=old-key-0123456789abcdef,acme=new-key-0123456789abcdef")
+    )
     assert ring.authenticate("Bearer old-key-0123456789abcdef").tenant == "acme"
     assert ring.authenticate("Bearer new-key-0123456789abcdef").tenant == "acme"
     assert ring.authenticate("bearer new-key-0123456789abcdef").tenant == "acme"  # scheme is case-insensitive

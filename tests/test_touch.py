@@ -41,7 +41,9 @@ async def test_touch_slides_idle_expiry_and_returns_small_body(client: httpx.Asy
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"id", "expires_at"}
-    row = await raw_db.fetchrow("SELECT now() AS now, expires_at, last_seen_at FROM sessions WHERE id = $1", session["id"])
+    row = await raw_db.fetchrow(
+        "SELECT now() AS now, expires_at, last_seen_at FROM sessions WHERE id = $1", session["id"]
+    )
     assert ts(body["expires_at"]) == row["expires_at"]
     # Database clock: expiry is last_seen_at + idle timeout, and last_seen_at is (about) the db's now.
     assert row["expires_at"] - row["last_seen_at"] == timedelta(seconds=600)
@@ -81,7 +83,9 @@ async def test_touch_within_granularity_writes_nothing(client_with, raw_db, data
             again = await client.post(path(session["id"]) + "/touch", headers=auth())
             assert again.status_code == 200 and again.json()["expires_at"] == written.json()["expires_at"]
     assert await settled_updates(raw_db) == after_write
-    assert await raw_db.fetchval("SELECT xmin::text FROM sessions WHERE id = $1", session["id"]) == row_version
+    assert (
+        await raw_db.fetchval("SELECT xmin::text FROM sessions WHERE id = $1", session["id"]) == row_version
+    )
 
 
 async def test_granularity_zero_writes_every_touch(client_with, raw_db) -> None:
@@ -95,7 +99,9 @@ async def test_granularity_zero_writes_every_touch(client_with, raw_db) -> None:
         assert seen[0] < seen[1] < seen[2]
 
 
-async def test_granularity_is_bounded_by_a_tenth_of_short_idle_timeouts(client: httpx.AsyncClient, raw_db) -> None:
+async def test_granularity_is_bounded_by_a_tenth_of_short_idle_timeouts(
+    client: httpx.AsyncClient, raw_db
+) -> None:
     """A 10 s idle session must still be kept alive by touches every few seconds (threshold 1 s, not 60 s)."""
     session = await create(client, idle_timeout_seconds=10)
     await age(raw_db, session["id"], 2)
@@ -109,7 +115,8 @@ async def test_touch_is_capped_by_the_absolute_lifetime(client: httpx.AsyncClien
     await age(raw_db, session["id"], 500)  # idle expiry in 100 s; lifetime ends in 400 s
     touched = (await client.post(path(session["id"]) + "/touch", headers=auth())).json()
     deadline = await raw_db.fetchval(
-        "SELECT created_at + max_lifetime_seconds * interval '1 second' FROM sessions WHERE id = $1", session["id"]
+        "SELECT created_at + max_lifetime_seconds * interval '1 second' FROM sessions WHERE id = $1",
+        session["id"],
     )
     assert ts(touched["expires_at"]) == deadline
 
@@ -122,7 +129,9 @@ async def test_touch_never_moves_expiry_backwards(client: httpx.AsyncClient, raw
         "last_seen_at = last_seen_at + interval '100 seconds' WHERE id = $1",
         session["id"],
     )
-    pushed = await raw_db.fetchrow("SELECT expires_at, last_seen_at FROM sessions WHERE id = $1", session["id"])
+    pushed = await raw_db.fetchrow(
+        "SELECT expires_at, last_seen_at FROM sessions WHERE id = $1", session["id"]
+    )
     touched = (await client.post(path(session["id"]) + "/touch", headers=auth())).json()
     assert ts(touched["expires_at"]) == pushed["expires_at"]
     row = await raw_db.fetchrow("SELECT expires_at, last_seen_at FROM sessions WHERE id = $1", session["id"])
@@ -144,7 +153,9 @@ async def test_touch_missing_is_404(client: httpx.AsyncClient) -> None:
 async def test_touch_accepts_an_analytics_body_and_validates_it(client: httpx.AsyncClient) -> None:
     session = await create(client)
     ok = await client.post(
-        path(session["id"]) + "/touch", json={"method": "tools/call", "ok": False, "duration_ms": 12.5}, headers=auth()
+        path(session["id"]) + "/touch",
+        json={"method": "tools/call", "ok": False, "duration_ms": 12.5},
+        headers=auth(),
     )
     assert ok.status_code == 200
     bad = await client.post(path(session["id"]) + "/touch", json={"methd": "tools/call"}, headers=auth())

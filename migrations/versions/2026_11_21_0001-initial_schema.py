@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("client_id", sa.Text(), nullable=True),
         sa.Column("owner", sa.Text(), nullable=True),
         sa.Column("protocol_version", sa.Text(), nullable=True),
-        sa.Column("metadata", postgresql.JSONB(), nullable=False),
+        sa.Column("metadata", postgresql.JSON(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("idle_timeout_seconds", sa.Integer(), nullable=False),
         sa.Column("max_lifetime_seconds", sa.Integer(), nullable=False),
@@ -58,7 +58,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("client_id IS NOT NULL"),
     )
     op.create_index(
-        "ix_sessions_tenant_owner", "sessions", ["tenant", "owner"], postgresql_where=sa.text("owner IS NOT NULL")
+        "ix_sessions_tenant_owner",
+        "sessions",
+        ["tenant", "owner"],
+        postgresql_where=sa.text("owner IS NOT NULL"),
     )
 
     op.create_table(

@@ -8,7 +8,6 @@ parse (they may be empty: a healthy service fires nothing). Also lints a scrape 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import socket
@@ -23,6 +22,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.conftest import API_KEYS, start_server, stop_server
+
 from .dashboard_exprs import load_alert_rules, load_dashboard, panels, to_promql
 
 JOB = "session-broker"
@@ -34,12 +35,21 @@ class Server(Protocol):
 
 
 @pytest.fixture(scope="module")
-def broker(request: pytest.FixtureRequest) -> Server:
-    """The `live_server` fixture from tests/conftest.py (a real uvicorn on a real PostgreSQL)."""
-    if importlib.util.find_spec("app.main") is None:
-        pytest.skip("live_server fixture not available yet")
-    server: Server = request.getfixturevalue("live_server")
-    return server
+def broker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own (real uvicorn, two workers in multiprocess metrics mode, on the
+    real test PostgreSQL), so counts and route labels come from this module's traffic only."""
+    log_path = tmp_path_factory.mktemp("e2e-broker") / "server.log"
+    server = start_server(
+        {
+            "SESSION_BROKER_DATABASE_URL": database_url,
+            "SESSION_BROKER_API_KEYS": API_KEYS,
+            "SESSION_BROKER_WORKERS": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("e2e-metrics")),
+        },
+        log_path,
+    )
+    yield server
+    stop_server(server)
 
 
 def free_port() -> int:

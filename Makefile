@@ -1,0 +1,44 @@
+# Every target CI or the README names. A fresh machine needs only python3 (3.11+) and, for the
+# observability tests, Debian's `prometheus` package, which `make test` installs when it is missing.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: run test lint openapi bench tools clean
+
+$(BIN)/session-broker: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+## Start the service on the embedded PostgreSQL (data in ./.session-broker-data) at 127.0.0.1:8080.
+run: $(BIN)/session-broker
+	$(BIN)/session-broker serve
+
+## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus).
+test: $(BIN)/session-broker tools lint
+	$(BIN)/python -m pytest
+
+## promtool and prometheus (Debian) for the alert-rule and dashboard tests.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		(apt-get update -qq || sudo apt-get update -qq) && \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null || \
+		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null); }
+
+lint: $(BIN)/session-broker
+	$(BIN)/ruff check app tests migrations bench observability
+	$(BIN)/ruff format --check app tests migrations bench observability
+	$(BIN)/mypy
+
+## Regenerate openapi.yaml from the app (a test fails when it is stale).
+openapi: $(BIN)/session-broker
+	$(BIN)/session-broker openapi --output openapi.yaml
+
+## Side-by-side touch benchmark against reference implementations (see bench/README.md).
+bench: $(BIN)/session-broker
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,26 @@
+"""The README stays true: every setting is in its configuration table, and CI runs its test command."""
+
+from __future__ import annotations
+
+import re
+
+from app.config import ENV_PREFIX, Settings
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    documented = set(re.findall(r"^\| `(SESSION_BROKER_[A-Z_]+)` \|", README, flags=re.MULTILINE))
+    expected = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert documented == expected
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    assert "make test    #" in README
+    commands = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
+    assert commands == ["make test"]
