@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi bench tools clean
+.PHONY: run test lint openapi docs bench tools clean
 
 $(BIN)/session-broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,17 @@ tools:
 		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null); }
 
 lint: $(BIN)/session-broker
-	$(BIN)/ruff check app tests migrations bench observability
-	$(BIN)/ruff format --check app tests migrations bench observability
+	$(BIN)/ruff check app tests migrations bench observability scripts
+	$(BIN)/ruff format --check app tests migrations bench observability scripts
 	$(BIN)/mypy
 
 ## Regenerate openapi.yaml from the app (a test fails when it is stale).
 openapi: $(BIN)/session-broker
 	$(BIN)/session-broker openapi --output openapi.yaml
+
+## Regenerate the README's configuration table from app/config.py (a test fails when it is stale).
+docs: $(BIN)/session-broker
+	$(BIN)/python -m scripts.settings_table --write
 
 ## Side-by-side touch benchmark against reference implementations (see bench/README.md).
 bench: $(BIN)/session-broker

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 from app.config import ConfigurationError, Settings, load_settings
 
 log = logging.getLogger("session_broker")
@@ -38,8 +40,6 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def serve(settings: Settings) -> None:
     """Start the embedded database if no URL is set, migrate if configured, then run uvicorn."""
-    import uvicorn
-
     from app.auth import KeyRing
     from app.embedded import EmbeddedPostgres
     from app.main import create_app
@@ -65,7 +65,8 @@ def serve(settings: Settings) -> None:
             "server_header": False,
         }
         if settings.workers == 1:
-            uvicorn.run(create_app(settings, database_url=url), **server_options)
+            app = create_app(settings, database_url=url)
+            _DrainingServer(uvicorn.Config(app, **server_options), app).run()
         else:
             # Workers re-read settings from the environment: hand them the resolved database URL, and give
             # prometheus-client a shared directory so /metrics aggregates every worker.
@@ -77,6 +78,50 @@ def serve(settings: Settings) -> None:
 
             prepare_multiprocess_dir()
             uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **server_options)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, plus: the moment a shutdown signal arrives, tell long-lived responses (event streams) to
+    finish, so the graceful drain is not held up until its timeout by clients that never hang up.
+    (With several workers uvicorn owns the worker servers; streams then end at the drain timeout.)"""
+
+    def __init__(self, config: Any, app: Any) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        loop = getattr(self._app.state, "loop", None)
+        stopping = getattr(self._app.state, "stopping", None)
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        super().handle_exit(sig, frame)
+
+
+def purge(settings: Settings) -> None:
+    """One purge run (Kubernetes CronJob style), whatever PURGE_ENABLED says; prints what it deleted."""
+    import asyncio
+    import json
+
+    from app.db import Database
+    from app.embedded import EmbeddedPostgres
+    from app.purge import purge_once
+
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.uses_embedded_database else None
+    url = embedded.url if embedded else settings.database_url.get_secret_value()  # type: ignore[union-attr]
+
+    async def run() -> dict[str, Any]:
+        db = Database(settings, url)
+        await db.open()
+        try:
+            return (await purge_once(db, settings)).summary()
+        finally:
+            await db.close()
+
+    try:
+        print(json.dumps(asyncio.run(run())))
     finally:
         if embedded is not None:
             embedded.stop()
@@ -126,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd.add_argument("--data-dir", help="embedded database directory (SESSION_BROKER_DATA_DIR)")
     migrate_cmd.add_argument("--database-url", help="PostgreSQL URL (SESSION_BROKER_DATABASE_URL)")
 
+    purge_cmd = commands.add_parser(
+        "purge", help="purge ended sessions, tombstones and old events once, and exit"
+    )
+    purge_cmd.add_argument("--data-dir", help="embedded database directory (SESSION_BROKER_DATA_DIR)")
+    purge_cmd.add_argument("--database-url", help="PostgreSQL URL (SESSION_BROKER_DATABASE_URL)")
+
     openapi_cmd = commands.add_parser("openapi", help="print (or write) the OpenAPI document")
     openapi_cmd.add_argument("--output", type=Path, help="file to write, e.g. openapi.yaml")
     return parser
@@ -143,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             serve(settings)
         elif args.command == "migrate":
             migrate(settings)
+        elif args.command == "purge":
+            purge(settings)
     except ConfigurationError as error:
         print(f"session-broker: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     purge_time_budget_seconds: float = Field(
         10.0, gt=0, le=3600, description="a purge run stops after this long"
     )
+    stats_refresh_seconds: float = Field(
+        15.0, gt=0, le=3600, description="how often one replica recounts live sessions for the fleet gauges"
+    )
     quota_policy: QuotaPolicy = Field(
         QuotaPolicy.reject, description="when a quota is full: `reject` (429) or `evict_oldest_idle`"
     )

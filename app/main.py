@@ -28,11 +28,13 @@ from app.errors import (
     RouteNotFound,
     ValidationFailed,
 )
+from app.fleet_gauges import gauges_loop
 from app.logs import AccessLogMiddleware
 from app.migrate import head_revision, known_revisions
 from app.openapi_docs import build_openapi, problem_responses
+from app.purge import purge_loop
 from app.repository import SessionRepository
-from app.routes import router
+from app.routes import admin_router, router
 from app.schemas import Health
 from app.service import SessionService
 
@@ -154,10 +156,18 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         await db.open()
         app.state.db = db
         app.state.service = SessionService(db, settings)
-        tasks = [asyncio.create_task(_publish_pool_stats(db), name="pool-stats")]
+        app.state.stopping = asyncio.Event()
+        app.state.loop = asyncio.get_running_loop()
+        tasks = [
+            asyncio.create_task(_publish_pool_stats(db), name="pool-stats"),
+            asyncio.create_task(gauges_loop(db, settings), name="fleet-gauges"),
+        ]
+        if settings.purge_enabled:
+            tasks.append(asyncio.create_task(purge_loop(db, settings), name="purge"))
         try:
             yield
         finally:
+            app.state.stopping.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -182,6 +192,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     metrics.register_tenants(keys.tenants or ["default"])
 
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], response_model=Health, tags=["operations"])
     app.add_api_route(
         "/readyz",

@@ -465,11 +465,14 @@ class MetricsMiddleware:
 
         status = 500
         outer_root_path = scope.get("root_path", "")
+        headers_sent_after: float | None = None  # set for event streams: their latency is time to headers
 
         async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, headers_sent_after
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if (b"content-type", b"text/event-stream; charset=utf-8") in message.get("headers", ()):
+                    headers_sent_after = time.perf_counter() - start
             await send(message)
 
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
@@ -482,4 +485,8 @@ class MetricsMiddleware:
             HTTP_IN_FLIGHT.dec()
             route = route_template(scope, outer_root_path)
             HTTP_REQUESTS.labels(route, method, f"{status // 100}xx").inc()
-            HTTP_DURATION.labels(route, method).observe(elapsed)
+            # A stream stays open for minutes; its "latency" is how fast it started, or it would drown
+            # the latency histogram (and the p99 alert) in connection lifetimes.
+            HTTP_DURATION.labels(route, method).observe(
+                elapsed if headers_sent_after is None else headers_sent_after
+            )

@@ -113,3 +113,45 @@ class CounterRow(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventRow(Base):
+    """Append-only lifecycle events, replayable by `position` until the retention purge removes them.
+
+    `position` is `(writing transaction's xid << 24) + ordinal within its statement`: unique, increasing in
+    the order readers may deliver, and deliverable once every transaction with a smaller xid has finished
+    (see `events.py`). Each transaction writes events from one statement only, which keeps it unique.
+    """
+
+    __tablename__ = "session_events"
+    __table_args__ = (
+        Index("ix_session_events_tenant_position", "tenant", "position"),
+        Index("ix_session_events_occurred_at", "occurred_at"),
+    )
+
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class FleetGaugeRow(Base):
+    """Live sessions by tenant and kind, recomputed periodically by one replica and exported by all."""
+
+    __tablename__ = "fleet_gauges"
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    live: Mapped[int] = mapped_column(BigInteger)
+
+
+class BrokerStateRow(Base):
+    """Small fleet-wide facts: the purge backlog, when gauges were refreshed, the event purge horizon."""
+
+    __tablename__ = "broker_state"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)

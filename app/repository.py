@@ -1,16 +1,18 @@
-"""Every SQL statement of the service, in one concrete class.
+"""Every SQL statement of the session API, in one concrete class (the purge's live in `purge.py`, the
+event stream's reads in `events.py`; both reuse the fragments below).
 
 Conventions:
 - Time is the database's clock (`now()`), never a replica's (lesson 4).
 - A session whose `expires_at` has passed is invisible to every statement here, whether or not the
   purge has removed its row (lesson 7); nothing on a read path deletes (lesson 8).
-- Hot statements (touch, create) are one round trip each: the extra bookkeeping (counters, tombstone
-  checks) rides along as CTEs of the same statement.
+- Each change carries its consequences in the same statement, as CTEs: tombstones for ended sessions,
+  lifecycle events, and the per-tenant counters behind `/v1/stats`. So there is no event for a change
+  that rolled back and no change without its event, and hot operations stay one round trip.
+- A transaction writes events from one statement only (see `EVENT_POSITION`).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,33 +26,127 @@ import asyncpg
 # reads check `expires_at` themselves.
 PURGE_AFTER_STEP_SECONDS = 600
 
-# Creates spread their counter increments over this many rows per (tenant, counter) so that concurrent
-# creates from many replicas do not serialise on one row lock.
-COUNTER_SHARDS = 16
+# Counter increments go to one of 16 rows per (tenant, counter), chosen at random, so that concurrent
+# creates from many replicas do not queue on one row lock. A total is the sum of its shards.
+_SHARD = "floor(random() * 16)::smallint"
+
+# Event positions: the writing transaction's xid in the high bits, the row's ordinal within its statement
+# in the low 24. Readers deliver a position only once every transaction with a smaller xid has ended, so
+# an event that commits late can never be skipped (see events.py). Unique as long as each transaction
+# writes events from a single statement, which every caller here respects.
+EVENT_POSITION = (
+    "(pg_current_xact_id()::text::bigint << 24) + row_number() OVER (ORDER BY e.ord, e.session_id)"
+)
 
 SESSION_COLUMNS = (
     "id, kind, principal, client_id, owner, protocol_version, metadata, version, "
     "idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at"
 )
-
-_LIFETIME_END = "created_at + max_lifetime_seconds * interval '1 second'"
+LIFETIME_END = "created_at + max_lifetime_seconds * interval '1 second'"
+EXPIRY_REASON = f"CASE WHEN expires_at >= {LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END"
+# Columns a CTE of ended sessions must expose for `ending_effects` and `ended_events`.
+ENDED_COLUMNS = "tenant, id, kind, principal, client_id, created_at"
 
 # Why a session that is not live ended: its unpurged row says which expiry hit it, else its tombstone.
 # $1 = tenant, $2 = id.
 _ENDED_REASON = f"""
 COALESCE(
-    (SELECT CASE WHEN x.expires_at >= x.{_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END
-       FROM sessions AS x WHERE x.tenant = $1 AND x.id = $2 AND x.expires_at <= now()),
+    (SELECT {EXPIRY_REASON} FROM sessions AS x WHERE x.tenant = $1 AND x.id = $2 AND x.expires_at <= now()),
     (SELECT t.reason FROM session_tombstones AS t
       WHERE t.tenant = $1 AND t.id = $2 AND t.forget_after > now())
 )"""
 
+
+def ending_effects(source: str, retention: str | None) -> str:
+    """CTEs recording that the sessions in `source` (ENDED_COLUMNS + reason, ended_at) ended: a tombstone
+    kept for `retention` seconds (an SQL expression; None: no tombstone) and the ended-by-reason counters."""
+    tombstone = (
+        f"""
+, remembered AS (
+    INSERT INTO session_tombstones AS t (tenant, id, reason, ended_at, forget_after)
+    SELECT tenant, id, reason, ended_at, now() + {retention}::int * interval '1 second'
+      FROM {source} WHERE {retention}::int > 0
+    ON CONFLICT (tenant, id) DO UPDATE
+       SET reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at, forget_after = EXCLUDED.forget_after
+)"""
+        if retention is not None
+        else ""
+    )
+    return f"""{tombstone}
+, ended_counted AS (
+    INSERT INTO session_counters AS c (tenant, name, shard, value)
+    SELECT tenant, 'ended:' || reason, {_SHARD}, count(*) FROM {source} GROUP BY tenant, reason
+    ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+)"""
+
+
+def ended_events(source: str, ord_: int = 1) -> str:
+    """Event rows (ord, tenant, type, session_id, occurred_at, data) for sessions that ended."""
+    return f"""
+    SELECT {ord_} AS ord, tenant, 'session.ended' AS type, id AS session_id, ended_at AS occurred_at,
+           json_build_object('id', id, 'reason', reason, 'kind', kind, 'principal', principal,
+                             'client_id', client_id, 'created_at', created_at, 'ended_at', ended_at,
+                             'lifetime_seconds', EXTRACT(EPOCH FROM ended_at - created_at)::float8) AS data
+      FROM {source}"""
+
+
+def events_cte(*event_selects: str) -> str:
+    """The one CTE of a statement that appends its lifecycle events."""
+    union = "\n    UNION ALL".join(event_selects)
+    return f"""
+, evented AS (
+    INSERT INTO session_events (position, tenant, type, session_id, occurred_at, data)
+    SELECT {EVENT_POSITION}, e.tenant, e.type, e.session_id, e.occurred_at, e.data
+      FROM ({union}) AS e
+)"""
+
+
+def _created_event(how: str, ord_: int = 2, source: str = "written") -> str:
+    return f"""
+    SELECT {ord_} AS ord, $1::text AS tenant, 'session.created' AS type, w.id AS session_id,
+           w.created_at AS occurred_at,
+           json_build_object('id', w.id, 'how', {how}, 'kind', w.kind, 'principal', w.principal,
+                             'client_id', w.client_id, 'owner', w.owner,
+                             'protocol_version', w.protocol_version, 'created_at', w.created_at,
+                             'expires_at', w.expires_at) AS data
+      FROM {source} AS w"""
+
+
+# --- create / register --------------------------------------------------------------------------------
+# $1 tenant, $2 id, $3 kind, $4 principal, $5 client_id, $6 owner, $7 protocol_version, $8 metadata,
+# $9 idle, $10 lifetime, $11/$12/$13 tenant/principal/client limits, $15 how (created|registered),
+# $14 headroom: the insert happens only if every scope has at least this much room left (see service).
 _INSERT_SESSION = f"""
 WITH retired AS (
-    SELECT reason FROM session_tombstones WHERE tenant = $1 AND id = $2 AND forget_after > now()
+    -- Deliberately ended ids stay retired while remembered, so a late retry cannot resurrect them. Expiry
+    -- is passive: an expired id may be registered again, whether or not the purge has run (lesson 7).
+    SELECT reason FROM session_tombstones
+     WHERE tenant = $1 AND id = $2 AND forget_after > now() AND reason NOT LIKE 'expired%'
 ), replaced AS (
-    SELECT CASE WHEN expires_at >= {_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END AS reason
+    SELECT {ENDED_COLUMNS}, {EXPIRY_REASON} AS reason, expires_at AS ended_at
       FROM sessions WHERE tenant = $1 AND id = $2 AND expires_at <= now()
+), usage AS (
+    SELECT
+        -- created minus ended over-counts live sessions (expired rows count until purged), so when it is
+        -- comfortably below the limit the exact count is skipped; near the limit it is counted exactly.
+        CASE WHEN (SELECT COALESCE(sum(CASE WHEN name = 'created' THEN value ELSE -value END), 0)
+                     FROM session_counters WHERE tenant = $1) + $14::int < $11::int
+             THEN 0
+             ELSE (SELECT count(*) FROM (SELECT 1 FROM sessions
+                    WHERE tenant = $1 AND expires_at > now() LIMIT $11::int) AS x) END AS tenant_used,
+        CASE WHEN $4::text IS NULL THEN 0
+             ELSE (SELECT count(*) FROM (SELECT 1 FROM sessions
+                    WHERE tenant = $1 AND principal = $4::text AND expires_at > now() LIMIT $12::int) AS x)
+        END AS principal_used,
+        CASE WHEN $5::text IS NULL THEN 0
+             ELSE (SELECT count(*) FROM (SELECT 1 FROM sessions
+                    WHERE tenant = $1 AND client_id = $5::text AND expires_at > now() LIMIT $13::int) AS x)
+        END AS client_used
+), verdict AS (
+    SELECT tenant_used + $14::int >= $11::int AS tenant_tight,
+           principal_used + $14::int >= $12::int AS principal_tight,
+           client_used + $14::int >= $13::int AS client_tight
+      FROM usage
 ), written AS (
     INSERT INTO sessions AS s (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
                                version, idle_timeout_seconds, max_lifetime_seconds,
@@ -58,7 +154,9 @@ WITH retired AS (
     SELECT $1, $2, $3, $4, $5, $6, $7, $8::json, 1, $9::int, $10::int, now(), now(),
            now() + LEAST($9::int, $10::int) * interval '1 second',
            now() + (LEAST($9::int, $10::int) + {PURGE_AFTER_STEP_SECONDS}) * interval '1 second'
+      FROM verdict
      WHERE NOT EXISTS (SELECT 1 FROM retired)
+       AND NOT (verdict.tenant_tight OR verdict.principal_tight OR verdict.client_tight)
     -- An expired-but-unpurged row must not block a new session with its id (lesson 7); a live one must.
     ON CONFLICT (tenant, id) DO UPDATE SET
         kind = EXCLUDED.kind, principal = EXCLUDED.principal, client_id = EXCLUDED.client_id,
@@ -69,21 +167,63 @@ WITH retired AS (
         purge_after = EXCLUDED.purge_after
     WHERE s.expires_at <= now()
     RETURNING {SESSION_COLUMNS}
+), taken_over AS (
+    SELECT replaced.* FROM replaced, written
 ), counted AS (
     INSERT INTO session_counters AS c (tenant, name, shard, value)
-    SELECT $1, 'created', $11::smallint, 1 FROM written
-    UNION ALL
-    SELECT $1, 'ended:' || replaced.reason, $11::smallint, 1 FROM written, replaced
+    SELECT $1, 'created', {_SHARD}, 1 FROM written
     ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
 )
-SELECT (SELECT reason FROM retired) AS retired_reason, w.*
-  FROM (SELECT 1) AS one LEFT JOIN written AS w ON true
+{ending_effects("taken_over", None)}
+{events_cte(ended_events("taken_over"), _created_event("$15::text"))}
+SELECT (SELECT reason FROM retired) AS retired_reason, v.tenant_tight, v.principal_tight, v.client_tight,
+       (SELECT reason FROM taken_over) AS replaced_reason,
+       (SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 FROM taken_over) AS replaced_lifetime, w.*
+  FROM verdict AS v LEFT JOIN written AS w ON true
 """
 
+# Serialises creates in one quota scope when it is near its limit (held until the transaction ends).
+_LOCK_SCOPE = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7347))"
+
+_SCOPE_FILTERS = {
+    "tenant": " AND tenant = $2::text",  # $2 is the tenant itself: the scope is the whole tenant
+    "principal": " AND principal = $2::text",
+    "client": " AND client_id = $2::text",
+}
+
+
+def _evict_statement(scope: str) -> str:
+    """End the least recently seen live session of a full scope (reason `evicted`).
+    $1 tenant, $2 scope value, $3 limit, $4 tombstone retention."""
+    where = f"tenant = $1 AND expires_at > now(){_SCOPE_FILTERS[scope]}"
+    return f"""
+WITH victim AS (
+    SELECT tenant, id FROM sessions
+     WHERE {where}
+       AND (SELECT count(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT $3::int) AS x) >= $3::int
+     ORDER BY last_seen_at, id LIMIT 1
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM sessions AS s USING victim AS v
+     WHERE s.tenant = v.tenant AND s.id = v.id AND s.expires_at > now()
+    RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
+              'evicted'::text AS reason, now() AS ended_at
+)
+{ending_effects("gone", "$4")}
+{events_cte(ended_events("gone"))}
+SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
+"""
+
+
+_EVICT = {scope: _evict_statement(scope) for scope in _SCOPE_FILTERS}
+
+# --- touch --------------------------------------------------------------------------------------------
+# One statement: the live row's target expiry, a write only if it moves expiry by the threshold (and
+# the principal matches), and, when there is no live row, why it ended. $4 = granularity seconds.
 _TOUCH_SESSION = f"""
 WITH current AS (
     SELECT principal, expires_at,
-           LEAST(now() + idle_timeout_seconds * interval '1 second', {_LIFETIME_END}) AS target,
+           LEAST(now() + idle_timeout_seconds * interval '1 second', {LIFETIME_END}) AS target,
            LEAST($4::float8, idle_timeout_seconds * 0.1) * interval '1 second' AS threshold
       FROM sessions
      WHERE tenant = $1 AND id = $2 AND expires_at > now()
@@ -97,18 +237,21 @@ WITH current AS (
       FROM current AS c
      WHERE s.tenant = $1 AND s.id = $2
        AND ($3::text IS NULL OR c.principal IS NULL OR c.principal = $3::text)
-       AND c.target - s.expires_at >= c.threshold
+       -- Decided on the snapshot row, not re-checked against a concurrent touch's newer version: then a
+       -- due touch that writes nothing means the row is gone (ended meanwhile), never "someone was
+       -- faster". GREATEST above keeps the racing writes monotonic.
+       AND c.target - c.expires_at >= c.threshold
     RETURNING s.expires_at
 )
 SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
+       c.target - c.expires_at >= c.threshold AS due,
        CASE WHEN c.expires_at IS NULL THEN {_ENDED_REASON} END AS ended_reason
   FROM (SELECT 1) AS one LEFT JOIN current AS c ON true LEFT JOIN touched AS t ON true
 """
 
+# --- read ---------------------------------------------------------------------------------------------
 _GET_SESSION = f"""
-SELECT {SESSION_COLUMNS}, expires_at > now() AS live,
-       CASE WHEN expires_at >= {_LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END
-           AS expiry_reason
+SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_reason
   FROM sessions WHERE tenant = $1 AND id = $2
 """
 _GET_SESSION_FOR_UPDATE = _GET_SESSION + " FOR UPDATE"
@@ -117,32 +260,96 @@ _TOMBSTONE_REASON = """
 SELECT reason FROM session_tombstones WHERE tenant = $1 AND id = $2 AND forget_after > now()
 """
 
+# --- patch --------------------------------------------------------------------------------------------
 _UPDATE_SESSION = f"""
-UPDATE sessions
-   SET metadata = $3::json, owner = $4, client_id = $5, protocol_version = $6, version = version + 1
- WHERE tenant = $1 AND id = $2 AND version = $7 AND expires_at > now()
-RETURNING {SESSION_COLUMNS}
+WITH written AS (
+    UPDATE sessions
+       SET metadata = $3::json, owner = $4, client_id = $5, protocol_version = $6, version = version + 1
+     WHERE tenant = $1 AND id = $2 AND version = $7 AND expires_at > now()
+    RETURNING {SESSION_COLUMNS}
+)
+{
+    events_cte('''
+    SELECT 1 AS ord, $1::text AS tenant, 'session.updated' AS type, w.id AS session_id, now() AS occurred_at,
+           json_build_object('id', w.id, 'version', w.version, 'changed', $8::text[], 'owner', w.owner,
+                             'client_id', w.client_id, 'protocol_version', w.protocol_version) AS data
+      FROM written AS w''')
+}
+SELECT * FROM written
 """
 
-_DELETE_SESSION = """
-WITH ended AS (
+# --- end: delete, revoke ------------------------------------------------------------------------------
+_DELETE_SESSION = f"""
+WITH gone AS (
     DELETE FROM sessions
      WHERE tenant = $1 AND id = $2 AND expires_at > now()
        AND ($3::text IS NULL OR principal IS NULL OR principal = $3::text)
-    RETURNING id, created_at
-), remembered AS (
-    INSERT INTO session_tombstones AS t (tenant, id, reason, ended_at, forget_after)
-    SELECT $1, id, 'deleted', now(), now() + $4::int * interval '1 second' FROM ended WHERE $4::int > 0
-    ON CONFLICT (tenant, id) DO UPDATE
-       SET reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at, forget_after = EXCLUDED.forget_after
-), counted AS (
-    INSERT INTO session_counters AS c (tenant, name, shard, value)
-    SELECT $1, 'ended:deleted', $5::smallint, 1 FROM ended
-    ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+    RETURNING {ENDED_COLUMNS}, 'deleted'::text AS reason, now() AS ended_at
 )
-SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 AS lifetime_seconds FROM ended
+{ending_effects("gone", "$4")}
+{events_cte(ended_events("gone"))}
+SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
 """
 
+REVOKE_FILTERS = ("principal", "client_id", "owner", "kind")
+
+
+def _revoke_statement(filters: tuple[str, ...]) -> str:
+    """End up to $2 matching live sessions (reason `revoked`).
+    $1 tenant, $2 batch, $3 tombstone retention, $4... filter values."""
+    conditions = "".join(f" AND {name} = ${index}" for index, name in enumerate(filters, start=4))
+    return f"""
+WITH doomed AS (
+    -- FOR UPDATE (not SKIP LOCKED): a session being touched right now must be revoked too, not skipped.
+    SELECT tenant, id FROM sessions WHERE tenant = $1 AND expires_at > now(){conditions}
+     ORDER BY id LIMIT $2::int FOR UPDATE
+), gone AS (
+    DELETE FROM sessions AS s USING doomed AS d
+     WHERE s.tenant = d.tenant AND s.id = d.id AND s.expires_at > now()
+    RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
+              'revoked'::text AS reason, now() AS ended_at
+)
+{ending_effects("gone", "$3")}
+{events_cte(ended_events("gone"))}
+SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
+"""
+
+
+# --- rotate -------------------------------------------------------------------------------------------
+# $1 tenant, $2 old id, $3 principal binding, $4 new id, $5 tombstone retention.
+_ROTATE_SESSION = f"""
+WITH old AS (
+    DELETE FROM sessions
+     WHERE tenant = $1 AND id = $2 AND expires_at > now()
+       AND ($3::text IS NULL OR principal IS NULL OR principal = $3::text)
+    RETURNING *
+), written AS (
+    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata, version,
+                          idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at,
+                          purge_after)
+    SELECT tenant, $4, kind, principal, client_id, owner, protocol_version, metadata, version + 1,
+           idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after
+      FROM old
+    RETURNING {SESSION_COLUMNS}
+), gone AS (
+    SELECT {ENDED_COLUMNS}, 'rotated'::text AS reason, now() AS ended_at FROM old
+), counted AS (
+    INSERT INTO session_counters AS c (tenant, name, shard, value)
+    SELECT $1, 'created', {_SHARD}, 1 FROM written
+    ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+)
+{ending_effects("gone", "$5")}
+{
+    events_cte('''
+    SELECT 1 AS ord, $1::text AS tenant, 'session.rotated' AS type, w.id AS session_id, now() AS occurred_at,
+           json_build_object('old_id', $2::text, 'new_id', w.id, 'kind', w.kind, 'principal', w.principal,
+                             'expires_at', w.expires_at) AS data
+      FROM written AS w''')
+}
+SELECT * FROM written
+"""
+
+# --- stats --------------------------------------------------------------------------------------------
 _LIVE_BY_KIND = """
 SELECT kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
   FROM sessions WHERE tenant = $1 AND expires_at > now()
@@ -153,6 +360,16 @@ _COUNTER_TOTALS = """
 SELECT name, sum(value)::bigint AS total FROM session_counters WHERE tenant = $1 GROUP BY name
 """
 
+_ALL_LIVE_BY_KIND = """
+SELECT tenant, kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
+  FROM sessions WHERE expires_at > now()
+ GROUP BY tenant, kind ORDER BY tenant, kind
+"""
+
+_ALL_COUNTER_TOTALS = """
+SELECT tenant, name, sum(value)::bigint AS total FROM session_counters GROUP BY tenant, name
+"""
+
 LIST_FILTERS = ("kind", "principal", "client_id", "owner", "protocol_version")
 
 
@@ -160,6 +377,9 @@ LIST_FILTERS = ("kind", "principal", "client_id", "owner", "protocol_version")
 class InsertOutcome:
     session: dict[str, Any] | None
     retired_reason: str | None  # set when a tombstone blocked the id
+    tight_scopes: tuple[str, ...]  # quota scopes without the requested headroom (nothing was written)
+    replaced_reason: str | None = None  # an expired row of the same id was taken over
+    replaced_lifetime: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +388,7 @@ class TouchOutcome:
     principal: str | None
     expires_at: datetime | None
     written: bool
+    due: bool  # the touch should have written (it moved expiry by the threshold)
     ended_reason: str | None
 
 
@@ -197,6 +418,25 @@ def _session(record: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    kind: str
+    principal: str | None
+    client_id: str | None
+    owner: str | None
+    protocol_version: str | None
+    metadata: dict[str, Any]
+    idle_timeout_seconds: int
+    max_lifetime_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    tenant: int
+    principal: int
+    client: int
+
+
 class SessionRepository:
     """All reads and writes of sessions for one connection. Never commits on its own: each call is one
     autocommit statement unless the caller holds a transaction."""
@@ -208,34 +448,53 @@ class SessionRepository:
         self,
         tenant: str,
         session_id: str,
+        new: NewSession,
         *,
-        kind: str,
-        principal: str | None,
-        client_id: str | None,
-        owner: str | None,
-        protocol_version: str | None,
-        metadata: dict[str, Any],
-        idle_timeout_seconds: int,
-        max_lifetime_seconds: int,
+        how: str,
+        limits: QuotaLimits,
+        headroom: int,
     ) -> InsertOutcome:
-        """Insert a new session; `session` is None when a live session or a tombstone holds the id."""
+        """Insert a new session unless a live session or tombstone holds the id, or a quota scope has less
+        than `headroom` room left (then `tight_scopes` says which, and nothing is written)."""
         record = await self.db.fetchrow(
             _INSERT_SESSION,
             tenant,
             session_id,
-            kind,
-            principal,
-            client_id,
-            owner,
-            protocol_version,
-            metadata,
-            idle_timeout_seconds,
-            max_lifetime_seconds,
-            random.randrange(COUNTER_SHARDS),
+            new.kind,
+            new.principal,
+            new.client_id,
+            new.owner,
+            new.protocol_version,
+            new.metadata,
+            new.idle_timeout_seconds,
+            new.max_lifetime_seconds,
+            limits.tenant,
+            limits.principal,
+            limits.client,
+            headroom,
+            how,
         )
         assert record is not None  # the statement always returns exactly one row
-        session = _session(record) if record["id"] is not None else None
-        return InsertOutcome(session=session, retired_reason=record["retired_reason"])
+        tight = tuple(scope for scope in ("tenant", "principal", "client") if record[f"{scope}_tight"])
+        return InsertOutcome(
+            session=_session(record) if record["id"] is not None else None,
+            retired_reason=record["retired_reason"],
+            tight_scopes=tight,
+            replaced_reason=record["replaced_reason"],
+            replaced_lifetime=record["replaced_lifetime"],
+        )
+
+    async def lock_quota_scope(self, key: str) -> None:
+        """Serialise quota decisions for one scope until the current transaction ends."""
+        await self.db.execute(_LOCK_SCOPE, key)
+
+    async def evict_oldest_idle(
+        self, tenant: str, scope: str, value: str | None, limit: int, tombstone_seconds: int
+    ) -> float | None:
+        """If the scope is full, end its least recently seen session; its lifetime, or None."""
+        value_or_tenant = tenant if value is None else value
+        result = await self.db.fetchval(_EVICT[scope], tenant, value_or_tenant, limit, tombstone_seconds)
+        return float(result) if result is not None else None
 
     async def touch(
         self, tenant: str, session_id: str, *, principal: str | None, granularity_seconds: float
@@ -247,6 +506,7 @@ class SessionRepository:
             principal=record["principal"],
             expires_at=record["expires_at"],
             written=record["written"],
+            due=bool(record["due"]),
             ended_reason=record["ended_reason"],
         )
 
@@ -269,12 +529,13 @@ class SessionRepository:
         session_id: str,
         *,
         expected_version: int,
+        changed: list[str],
         metadata: dict[str, Any],
         owner: str | None,
         client_id: str | None,
         protocol_version: str | None,
     ) -> dict[str, Any] | None:
-        """Compare-and-set on `version`; None when the session changed or ended meanwhile."""
+        """Compare-and-set on `version` (emits `session.updated`); None when the session changed meanwhile."""
         record = await self.db.fetchrow(
             _UPDATE_SESSION,
             tenant,
@@ -284,6 +545,7 @@ class SessionRepository:
             client_id,
             protocol_version,
             expected_version,
+            changed,
         )
         return _session(record) if record is not None else None
 
@@ -291,15 +553,27 @@ class SessionRepository:
         self, tenant: str, session_id: str, *, principal: str | None, tombstone_seconds: int
     ) -> float | None:
         """End a live session (reason `deleted`); returns its lifetime in seconds, None if nothing ended."""
-        value = await self.db.fetchval(
-            _DELETE_SESSION,
-            tenant,
-            session_id,
-            principal,
-            tombstone_seconds,
-            random.randrange(COUNTER_SHARDS),
-        )
+        value = await self.db.fetchval(_DELETE_SESSION, tenant, session_id, principal, tombstone_seconds)
         return float(value) if value is not None else None
+
+    async def revoke_batch(
+        self, tenant: str, filters: dict[str, str], *, batch: int, tombstone_seconds: int
+    ) -> list[float]:
+        """End up to `batch` live sessions matching every filter (reason `revoked`); their lifetimes."""
+        names = tuple(name for name in REVOKE_FILTERS if name in filters)
+        rows = await self.db.fetch(
+            _revoke_statement(names), tenant, batch, tombstone_seconds, *(filters[name] for name in names)
+        )
+        return [float(row["lifetime_seconds"]) for row in rows]
+
+    async def rotate(
+        self, tenant: str, session_id: str, new_id: str, *, principal: str | None, tombstone_seconds: int
+    ) -> dict[str, Any] | None:
+        """Move a live session to `new_id` atomically; the old id ends with reason `rotated`."""
+        record = await self.db.fetchrow(
+            _ROTATE_SESSION, tenant, session_id, principal, new_id, tombstone_seconds
+        )
+        return _session(record) if record is not None else None
 
     async def list_live(
         self, tenant: str, *, filters: dict[str, str], after_id: str | None, limit: int
@@ -321,11 +595,17 @@ class SessionRepository:
         )
         return [_session(record) for record in await self.db.fetch(query, *arguments)]
 
-    async def live_by_kind(self, tenant: str) -> list[asyncpg.Record]:
+    async def live_by_kind(self, tenant: str | None) -> list[asyncpg.Record]:
+        """Live sessions by kind for one tenant, or by (tenant, kind) across all when `tenant` is None."""
+        if tenant is None:
+            return list(await self.db.fetch(_ALL_LIVE_BY_KIND))
         return list(await self.db.fetch(_LIVE_BY_KIND, tenant))
 
-    async def counter_totals(self, tenant: str) -> dict[str, int]:
-        return {record["name"]: record["total"] for record in await self.db.fetch(_COUNTER_TOTALS, tenant)}
+    async def counter_totals(self, tenant: str | None) -> list[asyncpg.Record]:
+        """(name, total) rows for one tenant, or (tenant, name, total) across all when `tenant` is None."""
+        if tenant is None:
+            return list(await self.db.fetch(_ALL_COUNTER_TOTALS))
+        return list(await self.db.fetch(_COUNTER_TOTALS, tenant))
 
     async def schema_revision(self) -> str | None:
         return await self.db.fetchval("SELECT version_num FROM alembic_version LIMIT 1")  # type: ignore[no-any-return]

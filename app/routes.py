@@ -8,17 +8,24 @@ from urllib.parse import quote, unquote
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from app import events
 from app.auth import Caller
 from app.errors import (
+    AdminRequired,
     TenantKeyRequired,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from app.openapi_docs import problem_responses, request_body
-from app.repository import LIST_FILTERS
+from app.purge import purge_once, record
+from app.repository import LIST_FILTERS, REVOKE_FILTERS
 from app.schemas import (
+    AdminStats,
+    PurgeRun,
+    RevokeResult,
     SessionCreate,
     SessionPage,
     SessionPatch,
@@ -85,6 +92,15 @@ def tenant_of(request: Request) -> str:
     return caller.tenant
 
 
+def admin_of(request: Request) -> Caller:
+    """Authenticate an admin key (401 otherwise); tenant keys get 403."""
+    caller: Caller = request.app.state.keys.authenticate(request.headers.get("authorization"))
+    if not caller.is_admin:
+        raise AdminRequired("This operation crosses tenants and needs an admin API key.")
+    request.state.tenant = "admin"
+    return caller
+
+
 def session_id_of(session_id: str) -> str:
     """The path segment stays percent-encoded through routing (see RawSessionPathMiddleware)."""
     return unquote(session_id, errors="replace")
@@ -96,6 +112,7 @@ def session_headers(session: dict[str, Any]) -> dict[str, str]:
 
 ServiceDep = Annotated[SessionService, Depends(service_of)]
 TenantDep = Annotated[str, Depends(tenant_of)]
+AdminDep = Annotated[Caller, Depends(admin_of)]
 # No pattern on purpose: an impossible id is "no such session" (404), except on register (422).
 SessionIdPath = Annotated[
     str,
@@ -274,3 +291,106 @@ async def list_sessions(
 )
 async def get_stats(service: ServiceDep, tenant: TenantDep) -> Response:
     return json_response(await service.stats(tenant))
+
+
+@router.delete(
+    "/sessions",
+    response_model=RevokeResult,
+    responses=problem_responses(*COMMON, 422),
+    summary="Revoke: end every live session matching the filters (at least one filter is required)",
+)
+async def revoke_sessions(
+    request: Request,
+    service: ServiceDep,
+    tenant: TenantDep,
+    principal: FilterQuery = None,
+    client_id: FilterQuery = None,
+    owner: FilterQuery = None,
+    kind: FilterQuery = None,
+) -> Response:
+    unknown = sorted(set(request.query_params) - set(REVOKE_FILTERS))
+    if unknown:
+        raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
+    values = {"principal": principal, "client_id": client_id, "owner": owner, "kind": kind}
+    filters = {name: value for name, value in values.items() if value is not None}
+    return json_response({"revoked": await service.revoke(tenant, filters)})
+
+
+@router.post(
+    "/sessions/{session_id}/rotate",
+    status_code=201,
+    response_model=SessionRead,
+    responses=problem_responses(*COMMON, 404),
+    summary="Rotate: move the session to a new minted id; the old id ends with reason `rotated`",
+)
+async def rotate_session(
+    session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep, principal: PrincipalHeader = None
+) -> Response:
+    session = await service.rotate(tenant, session_id_of(session_id), principal or None)
+    headers = session_headers(session)
+    headers["Location"] = f"/v1/sessions/{quote(session['id'], safe='')}"
+    return json_response(session, 201, headers)
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `session.created`, `session.updated`, `session.ended`, "
+            "`session.rotated`, each with an increasing `id`; `stream.gap` when events were lost to "
+            "retention before the client resumed",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(*COMMON, 422),
+    },
+    summary="Stream the tenant's lifecycle events (resume with Last-Event-ID)",
+)
+async def stream_events(
+    request: Request,
+    tenant: TenantDep,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="resume after this event id")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Query(max_length=20, description="same as the Last-Event-ID header (header wins)")
+    ] = None,
+) -> StreamingResponse:
+    raw = last_event_id_header if last_event_id_header is not None else last_event_id
+    cursor: int | None = None
+    if raw is not None and raw.strip():
+        if not raw.strip().isdigit() or len(raw.strip()) > 19:
+            raise ValidationFailed.one("Last-Event-ID", "must be an event id this stream sent")
+        cursor = int(raw.strip())
+    db = request.app.state.db
+    start, notice = await events.starting_point(db, cursor)  # 503 here, before the stream starts
+    return StreamingResponse(
+        events.stream(db, tenant, start, notice, request.is_disconnected, request.app.state.stopping),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@admin_router.get(
+    "/stats",
+    response_model=AdminStats,
+    responses=problem_responses(*COMMON),
+    summary="Admin: live sessions and totals of every tenant",
+)
+async def get_admin_stats(service: ServiceDep, admin: AdminDep) -> Response:
+    return json_response(await service.stats_of_all_tenants())
+
+
+@admin_router.post(
+    "/purge",
+    response_model=PurgeRun,
+    responses=problem_responses(*COMMON),
+    summary="Admin: run a purge now (skipped if another replica is purging)",
+)
+async def run_purge(request: Request, admin: AdminDep) -> Response:
+    result = await purge_once(request.app.state.db, request.app.state.settings)
+    record(result)
+    return json_response(result.summary())

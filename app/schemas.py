@@ -127,6 +127,12 @@ class Limits(BaseModel):
     max_max_lifetime_seconds: int
     touch_granularity_seconds: float
     max_metadata_bytes: int
+    max_sessions_per_tenant: int
+    max_sessions_per_principal: int
+    max_sessions_per_client: int
+    quota_policy: str = Field(description="reject or evict_oldest_idle")
+    tombstone_retention_seconds: int
+    event_retention_seconds: int
 
 
 class Stats(BaseModel):
@@ -138,6 +144,33 @@ class Stats(BaseModel):
     created_total: int
     ended_total: dict[str, int] = Field(description="sessions ended since the tenant began, by reason")
     limits: Limits
+
+
+class TenantStats(BaseModel):
+    tenant: str
+    live: int
+    by_kind: list[KindStats]
+    oldest_created_at: datetime | None
+    newest_created_at: datetime | None
+    created_total: int
+    ended_total: dict[str, int]
+
+
+class AdminStats(BaseModel):
+    live: int
+    created_total: int
+    tenants: list[TenantStats]
+
+
+class RevokeResult(BaseModel):
+    revoked: int = Field(description="live sessions this call ended (0 on a retry: revocation is idempotent)")
+
+
+class PurgeRun(BaseModel):
+    deleted: dict[str, int] = Field(description="rows deleted: sessions, tombstones, events")
+    batches: int
+    skipped: bool = Field(description="another replica held the purge lock; nothing was done")
+    seconds: float
 
 
 class ProblemDocument(BaseModel):

@@ -13,24 +13,27 @@ from typing import Any
 import orjson
 
 from app import metrics
-from app.config import MismatchStatus, Settings
+from app.config import MismatchStatus, QuotaPolicy, Settings
 from app.db import Database
 from app.errors import (
     MetadataTooLarge,
     PreconditionFailed,
     PrincipalMismatch,
+    QuotaExceeded,
     SessionExists,
     SessionIdRetired,
     SessionNotFound,
     ValidationFailed,
 )
-from app.repository import SessionRepository
+from app.quotas import QUOTA_HEADROOM, QUOTA_RETRY_AFTER_SECONDS, Quotas, TenantQuota
+from app.repository import InsertOutcome, NewSession, SessionRepository
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
 
 # MCP: ids are visible ASCII 0x21-0x7E. We bound the length so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
 DEFAULT_PAGE_SIZE = 100
+REVOKE_BATCH = 1000
 
 
 def mint_session_id() -> str:
@@ -97,6 +100,7 @@ class SessionService:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self.quotas = Quotas(settings)
 
     # --- rules -----------------------------------------------------------------------------------
 
@@ -155,27 +159,96 @@ class SessionService:
         """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken)."""
         idle, lifetime = self._timeouts(body)
         self._check_metadata_size(body.metadata)
-        registering = session_id is not None
-        async with self.db.timed("register" if registering else "create") as connection:
+        new = NewSession(
+            kind=body.kind,
+            principal=body.principal,
+            client_id=body.client_id,
+            owner=body.owner,
+            protocol_version=body.protocol_version,
+            metadata=body.metadata,
+            idle_timeout_seconds=idle,
+            max_lifetime_seconds=lifetime,
+        )
+        how = "created" if session_id is None else "registered"
+        new_id = session_id if session_id is not None else mint_session_id()
+        quota = self.quotas.for_tenant(tenant)
+        async with self.db.timed(how) as connection:
             repo = SessionRepository(connection)
             outcome = await repo.insert(
-                tenant,
-                session_id if session_id is not None else mint_session_id(),
-                kind=body.kind,
-                principal=body.principal,
-                client_id=body.client_id,
-                owner=body.owner,
-                protocol_version=body.protocol_version,
-                metadata=body.metadata,
-                idle_timeout_seconds=idle,
-                max_lifetime_seconds=lifetime,
+                tenant, new_id, new, how=how, limits=quota.limits, headroom=QUOTA_HEADROOM
             )
+            if outcome.session is None and outcome.retired_reason is None and outcome.tight_scopes:
+                outcome = await self._create_near_limit(
+                    repo, tenant, new_id, new, how, quota, outcome.tight_scopes
+                )
         if outcome.session is None:
             if outcome.retired_reason is not None:
                 raise SessionIdRetired(outcome.retired_reason)
+            if outcome.tight_scopes:
+                scope = outcome.tight_scopes[0]
+                metrics.count_quota_rejection(tenant, scope)
+                raise QuotaExceeded(
+                    f"The {scope} quota is full ({quota.limit_of(scope)} live sessions); "
+                    "end a session or retry later.",
+                    headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
+                    scope=scope,
+                    limit=quota.limit_of(scope),
+                )
             raise SessionExists("A live session already has this id; end it first or use another id.")
-        metrics.count_created(tenant, "registered" if registering else "created")
+        if outcome.replaced_reason is not None:  # an expired row of this id was taken over
+            metrics.count_ended(tenant, outcome.replaced_reason, outcome.replaced_lifetime)
+        metrics.count_created(tenant, how)
         return outcome.session
+
+    async def _create_near_limit(
+        self,
+        repo: SessionRepository,
+        tenant: str,
+        new_id: str,
+        new: NewSession,
+        how: str,
+        quota: TenantQuota,
+        tight: tuple[str, ...],
+    ) -> InsertOutcome:
+        """Near a limit: serialise on the tight scopes' locks and count exactly; evict if the policy
+        says so."""
+        for _ in range(3):
+            async with repo.db.transaction():
+                await self._lock_scopes(repo, tenant, new, tight)
+                outcome = await repo.insert(tenant, new_id, new, how=how, limits=quota.limits, headroom=0)
+            if outcome.session is not None or outcome.retired_reason is not None or not outcome.tight_scopes:
+                return outcome
+            if quota.policy is not QuotaPolicy.evict_oldest_idle:
+                return outcome
+            tight = outcome.tight_scopes
+            for scope in tight:  # one transaction per eviction: each writes its own event
+                async with repo.db.transaction():
+                    await self._lock_scopes(repo, tenant, new, (scope,))
+                    lifetime = await repo.evict_oldest_idle(
+                        tenant,
+                        scope,
+                        self._scope_value(scope, new),
+                        quota.limit_of(scope),
+                        self.settings.tombstone_retention_seconds,
+                    )
+                if lifetime is not None:
+                    metrics.count_quota_eviction(tenant, scope)
+                    metrics.count_ended(tenant, "evicted", lifetime)
+        return outcome
+
+    @staticmethod
+    def _scope_value(scope: str, new: NewSession) -> str | None:
+        return {"tenant": None, "principal": new.principal, "client": new.client_id}[scope]
+
+    def _scope_key(self, tenant: str, scope: str, new: NewSession) -> str:
+        return f"quota:{scope}:{tenant}:{self._scope_value(scope, new) or ''}"
+
+    async def _lock_scopes(
+        self, repo: SessionRepository, tenant: str, new: NewSession, scopes: tuple[str, ...]
+    ) -> None:
+        """Take the advisory locks of the given scopes, always in the same order (no deadlocks)."""
+        for key in sorted(self._scope_key(tenant, scope, new) for scope in scopes):
+            await repo.lock_quota_scope(key)
 
     async def get(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
         if not is_valid_session_id(session_id):
@@ -210,6 +283,10 @@ class SessionService:
             raise SessionNotFound(outcome.ended_reason)
         if self._bound_elsewhere(outcome.principal, principal):
             raise self._mismatch(tenant, "touch")
+        if outcome.due and not outcome.written:
+            # It should have written but its row was gone: ended (e.g. purged at its expiry) meanwhile.
+            metrics.count_touch(tenant, "not_found")
+            raise SessionNotFound()
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
 
@@ -249,7 +326,10 @@ class SessionService:
             if all(changes[key] == current[key] for key in changes):
                 return current  # a no-op patch is not a change: version and ETag stay
             self._check_metadata_size(changes["metadata"])
-            updated = await repo.update(tenant, session_id, expected_version=current["version"], **changes)
+            changed = [key for key in changes if changes[key] != current[key]]
+            updated = await repo.update(
+                tenant, session_id, expected_version=current["version"], changed=changed, **changes
+            )
         if updated is None:  # cannot happen under the row lock; kept as a guard against silent lost writes
             raise SessionNotFound()
         return updated
@@ -287,36 +367,111 @@ class SessionService:
             return rows, encode_cursor(rows[-1]["id"])
         return rows, None
 
+    async def revoke(self, tenant: str, filters: dict[str, str]) -> int:
+        """End every live session matching all filters (reason `revoked`), in bounded batches; idempotent."""
+        if not filters:
+            raise ValidationFailed.one(
+                "principal", "revocation needs at least one filter: principal, client_id, owner or kind"
+            )
+        revoked = 0
+        while True:
+            async with self.db.timed("revoke") as connection:
+                lifetimes = await SessionRepository(connection).revoke_batch(
+                    tenant,
+                    filters,
+                    batch=REVOKE_BATCH,
+                    tombstone_seconds=self.settings.tombstone_retention_seconds,
+                )
+            for lifetime in lifetimes:
+                metrics.count_ended(tenant, "revoked", lifetime)
+            revoked += len(lifetimes)
+            if len(lifetimes) < REVOKE_BATCH:
+                return revoked
+
+    async def rotate(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
+        """Give a live session a new minted id atomically; the old id ends with reason `rotated`."""
+        if not is_valid_session_id(session_id):
+            raise SessionNotFound()
+        async with self.db.timed("rotate") as connection:
+            repo = SessionRepository(connection)
+            rotated = await repo.rotate(
+                tenant,
+                session_id,
+                mint_session_id(),
+                principal=principal,
+                tombstone_seconds=self.settings.tombstone_retention_seconds,
+            )
+            lookup = await repo.get(tenant, session_id) if rotated is None else None
+        if rotated is not None:
+            metrics.count_ended(tenant, "rotated", None)
+            metrics.count_created(tenant, "rotated")
+            return rotated
+        assert lookup is not None
+        if lookup.session is not None and self._bound_elsewhere(lookup.session["principal"], principal):
+            raise self._mismatch(tenant, "rotate")
+        raise SessionNotFound(lookup.ended_reason)
+
     async def stats(self, tenant: str) -> dict[str, Any]:
         async with self.db.timed("stats") as connection:
             repo = SessionRepository(connection)
             kinds = await repo.live_by_kind(tenant)
-            totals = await repo.counter_totals(tenant)
-        s = self.settings
+            totals = {row["name"]: row["total"] for row in await repo.counter_totals(tenant)}
+        return {"tenant": tenant, **_tenant_figures(kinds, totals), "limits": self.limits(tenant)}
+
+    async def stats_of_all_tenants(self) -> dict[str, Any]:
+        """Admin: the same figures for every tenant that has sessions or history."""
+        async with self.db.timed("admin_stats") as connection:
+            repo = SessionRepository(connection)
+            kinds = await repo.live_by_kind(None)
+            totals = await repo.counter_totals(None)
+        tenants = sorted({row["tenant"] for row in kinds} | {row["tenant"] for row in totals})
+        entries = []
+        for tenant in tenants:
+            tenant_kinds = [row for row in kinds if row["tenant"] == tenant]
+            tenant_totals = {row["name"]: row["total"] for row in totals if row["tenant"] == tenant}
+            entries.append({"tenant": tenant, **_tenant_figures(tenant_kinds, tenant_totals)})
         return {
-            "tenant": tenant,
-            "live": sum(row["live"] for row in kinds),
-            "by_kind": [
-                {
-                    "kind": row["kind"],
-                    "live": row["live"],
-                    "oldest_created_at": row["oldest"],
-                    "newest_created_at": row["newest"],
-                }
-                for row in kinds
-            ],
-            "oldest_created_at": min((row["oldest"] for row in kinds), default=None),
-            "newest_created_at": max((row["newest"] for row in kinds), default=None),
-            "created_total": totals.get("created", 0),
-            "ended_total": {reason: totals.get(f"ended:{reason}", 0) for reason in END_REASONS},
-            "limits": {
-                "default_idle_timeout_seconds": s.default_idle_timeout_seconds,
-                "min_idle_timeout_seconds": s.min_idle_timeout_seconds,
-                "max_idle_timeout_seconds": s.max_idle_timeout_seconds,
-                "default_max_lifetime_seconds": s.default_max_lifetime_seconds,
-                "min_max_lifetime_seconds": s.min_max_lifetime_seconds,
-                "max_max_lifetime_seconds": s.max_max_lifetime_seconds,
-                "touch_granularity_seconds": s.touch_granularity_seconds,
-                "max_metadata_bytes": s.max_metadata_bytes,
-            },
+            "live": sum(entry["live"] for entry in entries),
+            "created_total": sum(entry["created_total"] for entry in entries),
+            "tenants": entries,
         }
+
+    def limits(self, tenant: str) -> dict[str, Any]:
+        s = self.settings
+        quota = self.quotas.for_tenant(tenant)
+        return {
+            "default_idle_timeout_seconds": s.default_idle_timeout_seconds,
+            "min_idle_timeout_seconds": s.min_idle_timeout_seconds,
+            "max_idle_timeout_seconds": s.max_idle_timeout_seconds,
+            "default_max_lifetime_seconds": s.default_max_lifetime_seconds,
+            "min_max_lifetime_seconds": s.min_max_lifetime_seconds,
+            "max_max_lifetime_seconds": s.max_max_lifetime_seconds,
+            "touch_granularity_seconds": s.touch_granularity_seconds,
+            "max_metadata_bytes": s.max_metadata_bytes,
+            "max_sessions_per_tenant": quota.limits.tenant,
+            "max_sessions_per_principal": quota.limits.principal,
+            "max_sessions_per_client": quota.limits.client,
+            "quota_policy": quota.policy.value,
+            "tombstone_retention_seconds": s.tombstone_retention_seconds,
+            "event_retention_seconds": s.event_retention_seconds,
+        }
+
+
+def _tenant_figures(kinds: list[Any], totals: dict[str, int]) -> dict[str, Any]:
+    """Live counts by kind and lifetime totals, from `live_by_kind` and `counter_totals` rows."""
+    return {
+        "live": sum(row["live"] for row in kinds),
+        "by_kind": [
+            {
+                "kind": row["kind"],
+                "live": row["live"],
+                "oldest_created_at": row["oldest"],
+                "newest_created_at": row["newest"],
+            }
+            for row in kinds
+        ],
+        "oldest_created_at": min((row["oldest"] for row in kinds), default=None),
+        "newest_created_at": max((row["newest"] for row in kinds), default=None),
+        "created_total": totals.get("created", 0),
+        "ended_total": {reason: totals.get(f"ended:{reason}", 0) for reason in END_REASONS},
+    }

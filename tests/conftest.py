@@ -91,7 +91,9 @@ def make_settings(**overrides: Any) -> Settings:
 async def raw_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection for arranging state and checking what the service wrote."""
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
-    await connection.execute("TRUNCATE sessions, session_tombstones, session_counters")
+    await connection.execute(
+        "TRUNCATE sessions, session_tombstones, session_counters, session_events, fleet_gauges, broker_state"
+    )
     yield connection
     await connection.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from app.config import ENV_PREFIX, Settings
+from scripts.settings_table import readme_with_table
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -14,6 +15,7 @@ def test_every_setting_is_in_the_configuration_table() -> None:
     documented = set(re.findall(r"^\| `(SESSION_BROKER_[A-Z_]+)` \|", README, flags=re.MULTILINE))
     expected = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     assert documented == expected
+    assert readme_with_table(README) == README, "run `make docs` to regenerate the configuration table"
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:

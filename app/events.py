@@ -1,0 +1,121 @@
+"""The lifecycle event stream (`GET /v1/events`, Server-Sent Events), read from `session_events`.
+
+Why polling a table rather than LISTEN/NOTIFY (lesson 14): NOTIFY takes a global lock at commit, which
+would sit on every create and delete, and it replays nothing to a listener that was away. A table read by
+position works through every replica and every pooler, and resuming is just "positions after N".
+
+Delivery order and safety: positions carry the writing transaction's xid in their high bits. A reader
+only delivers positions below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. from transactions with an
+xid older than every transaction still running. Anything that commits later has a larger xid, hence a
+larger position, so a client that has seen position P can never miss an event below P. The cost: events
+wait until older concurrent writes finish (milliseconds here; our statements are bounded by timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import orjson
+
+from app.db import Database
+from app.errors import DatabaseUnavailable
+
+POLL_INTERVAL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+BATCH = 500
+RECONNECT_MILLISECONDS = 2000
+
+_SAFE_BOUND = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)"
+_READ = f"""
+SELECT position, type, session_id, occurred_at, data FROM session_events
+ WHERE tenant = $1 AND position > $2::bigint AND position < {_SAFE_BOUND}
+ ORDER BY position LIMIT $3::int
+"""
+_START = f"""
+SELECT {_SAFE_BOUND} - 1 AS head,
+       COALESCE((SELECT value FROM broker_state WHERE key = 'events_purged_through'), 0) AS purged_through
+"""
+
+
+def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    """One SSE frame."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    lines.append("data: " + orjson.dumps(data, option=orjson.OPT_UTC_Z).decode())
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes | None]:
+    """Where a subscription starts, and the gap notice to send first if the client fell too far behind.
+
+    Without `Last-Event-ID` the stream starts now. Resuming below the purge horizon means events were
+    dropped by retention: the client is told explicitly (`stream.gap`) instead of losing them silently.
+    """
+    async with db.timed("events") as connection:
+        row = await connection.fetchrow(_START)
+    head, purged_through = int(row["head"]), int(row["purged_through"])
+    if last_event_id is None:
+        return head, None
+    if last_event_id < purged_through:
+        notice = frame(
+            "stream.gap",
+            {
+                "last_event_id": str(last_event_id),
+                "resumed_after": str(purged_through),
+                "detail": "events after your Last-Event-ID were removed by retention before you resumed; "
+                "re-read the sessions you track (GET /v1/sessions) and continue from here",
+            },
+        )
+        return purged_through, notice
+    return last_event_id, None
+
+
+async def stream(
+    db: Database,
+    tenant: str,
+    cursor: int,
+    first: bytes | None,
+    disconnected: Callable[[], Coroutine[Any, Any, bool]],
+    stopping: asyncio.Event,
+) -> AsyncIterator[bytes]:
+    """Yield SSE frames for the tenant's events after `cursor` until the client leaves or we shut down."""
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    if first is not None:
+        yield first
+    last_sent = time.monotonic()
+    while not stopping.is_set():
+        try:
+            async with db.timed("events") as connection:
+                rows = await connection.fetch(_READ, tenant, cursor, BATCH)
+        except DatabaseUnavailable:
+            # End the stream; the client reconnects with Last-Event-ID and loses nothing.
+            yield frame("stream.error", {"detail": "the session store is unavailable; reconnect to resume"})
+            return
+        for row in rows:
+            cursor = row["position"]
+            yield frame(
+                row["type"],
+                {
+                    "type": row["type"],
+                    "session_id": row["session_id"],
+                    "occurred_at": row["occurred_at"],
+                    "data": row["data"],
+                },
+                event_id=cursor,
+            )
+            last_sent = time.monotonic()
+        if len(rows) == BATCH:
+            continue
+        if await disconnected():
+            return
+        if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+            yield b": keepalive\n\n"
+            last_sent = time.monotonic()
+        with contextlib.suppress(TimeoutError):  # wake early on shutdown, else poll again
+            await asyncio.wait_for(stopping.wait(), timeout=POLL_INTERVAL_SECONDS)

@@ -1,0 +1,33 @@
+"""Print (or, with --write, update in README.md) the configuration table generated from app.config.Settings."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from app.config import ENV_PREFIX, Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def table() -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = getattr(field.default, "value", field.default)
+        shown = "unset" if default is None else default
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description or ''} |")
+    return "\n".join(lines)
+
+
+def readme_with_table(text: str) -> str:
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), flags=re.DOTALL)
+    return pattern.sub(lambda _: f"{START}\n{table()}\n{END}", text)
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        README.write_text(readme_with_table(README.read_text()))
+    else:
+        print(table())
