@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,8 +144,9 @@ def _sanitise_request_id(value: bytes) -> str | None:
 
 
 def new_request_id() -> str:
-    """A fresh request id (32 hex chars)."""
-    return uuid.uuid4().hex
+    """A fresh request id (32 hex chars). Request ids only need to be unique, not unguessable, but
+    os.urandom is both cheap and good enough; uuid4 cost ~5 % of a touch in a profile."""
+    return os.urandom(16).hex()
 
 
 class AccessLogMiddleware:

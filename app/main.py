@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from app import metrics
@@ -118,6 +119,8 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
+    if isinstance(error, ClientDisconnect):  # the client hung up mid-request: nobody to answer, not a bug
+        return Response(status_code=400)
     if is_unavailable_error(error):  # e.g. raised outside Database.connection(); still never a 500
         settings: Settings = request.app.state.settings
         return problem_response(

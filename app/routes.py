@@ -39,6 +39,7 @@ from app.service import DEFAULT_PAGE_SIZE, SessionService, etag, is_valid_sessio
 Model = TypeVar("Model", bound=BaseModel)
 JSON_TYPES = frozenset({"application/json"})
 IF_MATCH_PATTERN = r'^[ \t]*(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)[ \t]*$'
+EVENT_ID_PATTERN = r"^[0-9]{0,19}$"
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
@@ -78,12 +79,12 @@ async def read_json(request: Request, model: type[Model], media_types: frozenset
         raise ValidationFailed(validation_errors(error)) from None
 
 
-def service_of(request: Request) -> SessionService:
+async def service_of(request: Request) -> SessionService:
     service: SessionService = request.app.state.service
     return service
 
 
-def tenant_of(request: Request) -> str:
+async def tenant_of(request: Request) -> str:
     """Authenticate a tenant key (401 otherwise); admin keys address no tenant (403)."""
     caller: Caller = request.app.state.keys.authenticate(request.headers.get("authorization"))
     if caller.tenant is None:
@@ -92,7 +93,7 @@ def tenant_of(request: Request) -> str:
     return caller.tenant
 
 
-def admin_of(request: Request) -> Caller:
+async def admin_of(request: Request) -> Caller:
     """Authenticate an admin key (401 otherwise); tenant keys get 403."""
     caller: Caller = request.app.state.keys.authenticate(request.headers.get("authorization"))
     if not caller.is_admin:
@@ -350,18 +351,16 @@ async def stream_events(
     request: Request,
     tenant: TenantDep,
     last_event_id_header: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="resume after this event id")
+        str | None,
+        Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="resume after this event id"),
     ] = None,
     last_event_id: Annotated[
-        str | None, Query(max_length=20, description="same as the Last-Event-ID header (header wins)")
+        str | None,
+        Query(pattern=EVENT_ID_PATTERN, description="same as the Last-Event-ID header (the header wins)"),
     ] = None,
 ) -> StreamingResponse:
-    raw = last_event_id_header if last_event_id_header is not None else last_event_id
-    cursor: int | None = None
-    if raw is not None and raw.strip():
-        if not raw.strip().isdigit() or len(raw.strip()) > 19:
-            raise ValidationFailed.one("Last-Event-ID", "must be an event id this stream sent")
-        cursor = int(raw.strip())
+    raw = last_event_id_header or last_event_id  # both validated as digits by EVENT_ID_PATTERN
+    cursor = int(raw) if raw else None
     db = request.app.state.db
     start, notice = await events.starting_point(db, cursor)  # 503 here, before the stream starts
     return StreamingResponse(

@@ -1,4 +1,4 @@
-"""Print (or, with --write, update in README.md) the configuration table generated from app.config.Settings."""
+"""Print (or, with --write, update in README.md) the configuration table made from app.config.Settings."""
 
 from __future__ import annotations
 

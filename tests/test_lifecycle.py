@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -60,9 +61,7 @@ async def test_purge_deletes_expired_sessions_with_tombstone_event_and_counter(
     # Still explains itself after the row is gone, and the event carries the real expiry time.
     body = assert_problem(await client.get(path(expired["id"]), headers=auth()), 404, "session-not-found")
     assert body["reason"] == "expired_idle"
-    ((kind, data),) = [
-        event for event in await events_of(raw_db, expired["id"]) if event[0] == "session.ended"
-    ]
+    ((_, data),) = [event for event in await events_of(raw_db, expired["id"]) if event[0] == "session.ended"]
     assert data["reason"] == "expired_idle" and data["kind"] == "basket"
     ended_at = await raw_db.fetchval("SELECT ended_at FROM session_tombstones WHERE id = $1", expired["id"])
     assert ended_at is not None and data["ended_at"].startswith(ended_at.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -72,7 +71,8 @@ async def test_purge_deletes_expired_sessions_with_tombstone_event_and_counter(
 
 async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
     await raw_db.execute(
-        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds, max_lifetime_seconds,
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds,
                                  created_at, last_seen_at, expires_at, purge_after)
            SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
                   now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
@@ -103,7 +103,8 @@ async def test_two_purgers_never_work_at_the_same_time_and_delete_everything_onc
     database_url: str, raw_db
 ) -> None:
     await raw_db.execute(
-        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds, max_lifetime_seconds,
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds,
                                  created_at, last_seen_at, expires_at, purge_after)
            SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
                   now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
@@ -125,7 +126,7 @@ async def test_two_purgers_never_work_at_the_same_time_and_delete_everything_onc
         await second.close()
     assert totals == 20_000
     windows.sort()
-    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(windows):
         assert end <= start, "two purge batches overlapped"
 
 
@@ -134,7 +135,8 @@ async def test_a_session_touched_during_purges_is_never_deleted(client_with, raw
         kept = [await create(client, idle_timeout_seconds=1) for _ in range(20)]
         doomed = [await create(client, idle_timeout_seconds=60) for _ in range(20)]
         await raw_db.execute(
-            "UPDATE sessions SET expires_at = now() - interval '1 second', purge_after = now() - interval '1 second'"
+            "UPDATE sessions SET expires_at = now() - interval '1 second', "
+            "purge_after = now() - interval '1 second'"
             " WHERE id = ANY($1::text[])",
             [session["id"] for session in doomed],
         )

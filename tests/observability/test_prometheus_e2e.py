@@ -44,6 +44,7 @@ def broker(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "SESSION_BROKER_DATABASE_URL": database_url,
             "SESSION_BROKER_API_KEYS": API_KEYS,
             "SESSION_BROKER_WORKERS": "2",
+            "SESSION_BROKER_STATS_REFRESH_SECONDS": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("e2e-metrics")),
         },
         log_path,
