@@ -27,7 +27,7 @@ from app.errors import DatabaseUnavailable
 POLL_INTERVAL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
-RECONNECT_MILLISECONDS = 2000
+EVENT_TYPES = ("session.created", "session.updated", "session.ended", "session.rotated")
 
 _SAFE_BOUND = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)"
 _READ = f"""
@@ -51,17 +51,20 @@ def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> byte
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes | None]:
-    """Where a subscription starts, and the gap notice to send first if the client fell too far behind.
+async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes]:
+    """Where a subscription starts, and the first frame to send.
 
     Without `Last-Event-ID` the stream starts now. Resuming below the purge horizon means events were
     dropped by retention: the client is told explicitly (`stream.gap`) instead of losing them silently.
+    Otherwise the first frame is `stream.open`. Either carries the starting position as its SSE `id`, so
+    a client that disconnects before any event arrives still resumes from exactly where it started.
     """
     async with db.timed("events") as connection:
         row = await connection.fetchrow(_START)
     head, purged_through = int(row["head"]), int(row["purged_through"])
-    if last_event_id is None:
-        return head, None
+    if last_event_id is None or last_event_id >= purged_through:
+        start = head if last_event_id is None else last_event_id
+        return start, frame("stream.open", {"detail": "streaming events after this id"}, event_id=start)
     if last_event_id < purged_through:
         notice = frame(
             "stream.gap",
@@ -71,23 +74,21 @@ async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, 
                 "detail": "events after your Last-Event-ID were removed by retention before you resumed; "
                 "re-read the sessions you track (GET /v1/sessions) and continue from here",
             },
+            event_id=purged_through,
         )
-        return purged_through, notice
-    return last_event_id, None
+    return purged_through, notice
 
 
 async def stream(
     db: Database,
     tenant: str,
     cursor: int,
-    first: bytes | None,
+    first: bytes,
     disconnected: Callable[[], Coroutine[Any, Any, bool]],
     stopping: asyncio.Event,
 ) -> AsyncIterator[bytes]:
     """Yield SSE frames for the tenant's events after `cursor` until the client leaves or we shut down."""
-    yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-    if first is not None:
-        yield first
+    yield first
     last_sent = time.monotonic()
     while not stopping.is_set():
         try:

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE
-from app.schemas import REQUEST_MODELS, ProblemDocument
+from app.schemas import DOCUMENT_MODELS, REQUEST_MODELS, ProblemDocument
 
 _REF = "#/components/schemas/{model}"
 
@@ -64,7 +64,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    models: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, ProblemDocument)
+    models: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, *DOCUMENT_MODELS, ProblemDocument)
     for model in models:
         definition = model.model_json_schema(ref_template=_REF)
         for name, nested in definition.pop("$defs", {}).items():

@@ -333,15 +333,40 @@ async def rotate_session(
     return json_response(session, 201, headers)
 
 
+# One SSE frame as schemathesis and OpenAPI 3.2 see it: `event`, `data` (JSON), `id`.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": [*events.EVENT_TYPES, "stream.open", "stream.gap", "stream.error"],
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/StreamEvent"},
+                    {"$ref": "#/components/schemas/StreamNotice"},
+                ]
+            },
+        },
+    },
+}
+
+
 @router.get(
     "/events",
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "Server-Sent Events: `session.created`, `session.updated`, `session.ended`, "
-            "`session.rotated`, each with an increasing `id`; `stream.gap` when events were lost to "
-            "retention before the client resumed",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events: first `stream.open` (or `stream.gap` when events were lost "
+            "to retention before the client resumed), then `session.created`, `session.updated`, "
+            "`session.ended`, `session.rotated`, each with an increasing `id`",
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         },
         **problem_responses(*COMMON, 422),
     },

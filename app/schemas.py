@@ -173,6 +173,23 @@ class PurgeRun(BaseModel):
     seconds: float
 
 
+class StreamEvent(BaseModel):
+    """`data` of a lifecycle event frame on `GET /v1/events`."""
+
+    type: str = Field(description="session.created, session.updated, session.ended or session.rotated")
+    session_id: str
+    occurred_at: datetime
+    data: dict[str, Any] = Field(description="the event's fields; never the session's metadata")
+
+
+class StreamNotice(BaseModel):
+    """`data` of a `stream.gap` or `stream.error` frame."""
+
+    detail: str
+    last_event_id: str | None = None
+    resumed_after: str | None = None
+
+
 class ProblemDocument(BaseModel):
     """RFC 9457 problem details. Extension members depend on `type` (e.g. `reason`, `errors`, `field`)."""
 
@@ -196,3 +213,5 @@ class Health(BaseModel):
 
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (SessionCreate, SessionPatch, TouchRequest)
+# Documented only inside other schemas (the event stream), so listed for the components section.
+DOCUMENT_MODELS: tuple[type[BaseModel], ...] = (StreamEvent, StreamNotice)

@@ -48,9 +48,14 @@ def replicas(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 async def read_events(
-    server: LiveServer, tenant: str, count: int, last_event_id: str | None = None, timeout: float = 20
+    server: LiveServer,
+    tenant: str,
+    count: int,
+    last_event_id: str | None = None,
+    timeout: float = 20,
+    include_open: bool = False,
 ) -> list[dict[str, str]]:
-    """Open the SSE stream and return the first `count` frames (parsed), then hang up."""
+    """Open the SSE stream and return the first `count` frames (parsed; `stream.open` only if asked)."""
     headers = key(tenant)
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
@@ -66,7 +71,7 @@ async def read_events(
             frame: dict[str, str] = {}
             async for line in response.aiter_lines():
                 if line == "":
-                    if "event" in frame:
+                    if "event" in frame and (frame["event"] != "stream.open" or include_open):
                         frames.append(frame)
                         if len(frames) >= count:
                             return
@@ -192,7 +197,9 @@ def remaining(database_url: str, prefix: str) -> int:
         connection = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
             return int(
-                await connection.fetchval("SELECT count(*) FROM sessions WHERE id LIKE $1 || '%'", prefix)
+                await connection.fetchval(
+                    "SELECT count(*) FROM sessions WHERE tenant = 'purging' AND id LIKE $1 || '%'", prefix
+                )
             )
         finally:
             await connection.close()
@@ -209,6 +216,23 @@ def wait_until_purged(database_url: str, prefix: str, timeout: float = 20) -> bo
     return False
 
 
+def test_logs_never_contain_raw_ids_or_secrets(replicas) -> None:
+    text = "".join(Path(server.log_path).read_text(errors="replace") for server in replicas)
+    assert "sdk/minted+id" not in text and "resume-3" not in text
+    assert SECRET not in text
+
+
+async def test_a_stream_opened_before_any_event_resumes_from_where_it_started(replicas) -> None:
+    a, b = replicas
+    (opened,) = await read_events(b, "resume", count=1, include_open=True)
+    assert opened["event"] == "stream.open" and opened["id"].isdigit()
+    async with httpx.AsyncClient(base_url=a.base_url, headers=key("resume")) as api:
+        await api.put(path("after-open"))
+    (event,) = await read_events(a, "resume", count=1, last_event_id=opened["id"])
+    assert json.loads(event["data"])["session_id"] == "after-open"
+
+
+# Last: it kills replica A.
 def test_purging_continues_when_a_replica_dies(replicas, database_url: str) -> None:
     a, b = replicas
     expire_rows(database_url, "before-", 3000)
@@ -218,9 +242,3 @@ def test_purging_continues_when_a_replica_dies(replicas, database_url: str) -> N
     expire_rows(database_url, "after-", 3000)
     assert wait_until_purged(database_url, "after-"), "the surviving replica stopped purging"
     assert httpx.get(b.base_url + "/readyz").status_code == 200
-
-
-def test_logs_never_contain_raw_ids_or_secrets(replicas) -> None:
-    text = "".join(Path(server.log_path).read_text(errors="replace") for server in replicas)
-    assert "sdk/minted+id" not in text and "resume-3" not in text
-    assert SECRET not in text
