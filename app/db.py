@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import metrics
 from app.config import Settings
 from app.errors import DatabaseUnavailable
 
@@ -57,6 +58,24 @@ def is_unavailable_error(error: BaseException) -> bool:
         state = getattr(error, "sqlstate", None) or ""
         return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES) or state in UNAVAILABLE_SQLSTATES
     return False
+
+
+def error_kind(error: BaseException) -> str:
+    """A bounded label for the db errors metric."""
+    state = getattr(error, "sqlstate", None) or ""
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or state == "57014":
+        return "timeout"
+    if state.startswith("53"):
+        return "capacity"
+    if state == "25006":
+        return "read_only"
+    if state == "42P01":
+        return "schema"
+    if state in ("40001", "40P01"):
+        return "conflict"
+    if isinstance(error, (OSError, asyncpg.InterfaceError)) or state.startswith(("08", "57")):
+        return "connection"
+    return "other"
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -130,6 +149,7 @@ class Database:
             # one failed request per pooled connection.
             await self._pool.expire_connections()
         kind = type(error).__name__
+        metrics.count_db_error(error_kind(error))
         log.warning("database unavailable: %s", kind)
         return DatabaseUnavailable(
             f"The session store is temporarily unavailable ({kind}); retry later.",

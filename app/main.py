@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from app import metrics
+from app.analytics import flush_loop
 from app.asgi import BodyLimitMiddleware, RawSessionPathMiddleware
 from app.auth import KeyRing
 from app.config import Settings, get_settings
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         tasks = [
             asyncio.create_task(_publish_pool_stats(db), name="pool-stats"),
             asyncio.create_task(gauges_loop(db, settings), name="fleet-gauges"),
+            asyncio.create_task(flush_loop(app.state.service.analytics, db), name="analytics"),
         ]
         if settings.purge_enabled:
             tasks.append(asyncio.create_task(purge_loop(db, settings), name="purge"))
@@ -176,6 +178,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):  # best effort: the database may be the reason we stop
+                await app.state.service.analytics.flush(db)
             await db.close()
 
     app = FastAPI(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, SmallInteger, Text, text
+from sqlalchemy import BigInteger, Double, Index, Integer, MetaData, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -155,3 +155,17 @@ class BrokerStateRow(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class GatewayRequestTotalsRow(Base):
+    """Request analytics per tenant and MCP method, from touch bodies. Each process counts in memory and
+    adds its counts here in one batched statement every few seconds, never on the touch path."""
+
+    __tablename__ = "gateway_request_totals"
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str] = mapped_column(Text, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    timed: Mapped[int] = mapped_column(BigInteger)  # requests that reported a duration
+    duration_ms_total: Mapped[float] = mapped_column(Double)

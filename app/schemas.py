@@ -135,6 +135,23 @@ class Limits(BaseModel):
     event_retention_seconds: int
 
 
+class MethodStats(BaseModel):
+    method: str = Field(description="MCP method name, or `other`")
+    requests: int
+    errors: int
+    success_rate: float
+    mean_duration_ms: float | None
+
+
+class RequestStats(BaseModel):
+    """Gateway requests reported in touch bodies, fleet-wide (flushed every few seconds per replica)."""
+
+    requests_total: int
+    errors_total: int
+    success_rate: float | None = Field(description="null before any request was reported")
+    busiest_methods: list[MethodStats] = Field(description="up to 10, most requests first")
+
+
 class Stats(BaseModel):
     tenant: str
     live: int
@@ -143,6 +160,7 @@ class Stats(BaseModel):
     newest_created_at: datetime | None
     created_total: int
     ended_total: dict[str, int] = Field(description="sessions ended since the tenant began, by reason")
+    requests: RequestStats
     limits: Limits
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from app import metrics
+from app.analytics import RequestAnalytics
 from app.config import MismatchStatus, QuotaPolicy, Settings
 from app.db import Database
 from app.errors import (
@@ -101,6 +102,7 @@ class SessionService:
         self.db = db
         self.settings = settings
         self.quotas = Quotas(settings)
+        self.analytics = RequestAnalytics()
 
     # --- rules -----------------------------------------------------------------------------------
 
@@ -267,7 +269,7 @@ class SessionService:
         """Slide the idle expiry: one statement; writes only when it moves expiry by the granularity."""
         if request is not None:
             # Analytics live in memory (metrics); they never add a database write to touch.
-            metrics.record_gateway_request(tenant, request.method, request.ok, request.duration_ms)
+            self.analytics.record(tenant, request.method, request.ok, request.duration_ms)
         if not is_valid_session_id(session_id):
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
@@ -416,7 +418,12 @@ class SessionService:
             repo = SessionRepository(connection)
             kinds = await repo.live_by_kind(tenant)
             totals = {row["name"]: row["total"] for row in await repo.counter_totals(tenant)}
-        return {"tenant": tenant, **_tenant_figures(kinds, totals), "limits": self.limits(tenant)}
+        return {
+            "tenant": tenant,
+            **_tenant_figures(kinds, totals),
+            "requests": await self.analytics.summary(self.db, tenant),
+            "limits": self.limits(tenant),
+        }
 
     async def stats_of_all_tenants(self) -> dict[str, Any]:
         """Admin: the same figures for every tenant that has sessions or history."""

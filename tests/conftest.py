@@ -92,7 +92,8 @@ async def raw_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection for arranging state and checking what the service wrote."""
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     await connection.execute(
-        "TRUNCATE sessions, session_tombstones, session_counters, session_events, fleet_gauges, broker_state"
+        "TRUNCATE sessions, session_tombstones, session_counters, session_events, fleet_gauges, "
+        "broker_state, gateway_request_totals"
     )
     yield connection
     await connection.close()

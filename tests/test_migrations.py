@@ -43,7 +43,13 @@ def tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade(scratch_database: str) -> None:
     upgrade(scratch_database)
     at_head = tables(scratch_database)
-    assert {"sessions", "session_tombstones", "session_counters", "alembic_version"} <= at_head
+    assert {
+        "sessions",
+        "session_tombstones",
+        "session_counters",
+        "session_events",
+        "alembic_version",
+    } <= at_head
     downgrade(scratch_database, "base")
     assert tables(scratch_database) == {"alembic_version"}
     upgrade(scratch_database)

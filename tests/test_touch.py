@@ -176,3 +176,45 @@ async def test_concurrent_touches_all_succeed_and_expiry_only_grows(client_with,
         assert {response.status_code for response in responses} == {200}
         final = await raw_db.fetchval("SELECT expires_at FROM sessions WHERE id = $1", session["id"])
         assert final == max(ts(response.json()["expires_at"]) for response in responses)
+
+
+TOOLS_CALL = 'session_broker_gateway_requests_total{method="tools/call",tenant="acme"}'
+
+
+def metric_value(text: str, series: str) -> float:
+    """A sample's value in Prometheus text (0 when the series is absent: the registry is per process)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_touch_analytics_reach_stats_fleet_wide_without_a_write_per_touch(client_with, raw_db) -> None:
+    async with client_with() as client:
+        session = await create(client)
+        before = metric_value((await client.get("/metrics")).text, TOOLS_CALL)
+        for method, ok, duration in [
+            ("tools/call", True, 10.0),
+            ("tools/call", False, 30.0),
+            ("tools/call", True, None),
+            ("resources/read", True, 5.0),
+            ("x-vendor/custom", True, 1.0),
+        ]:
+            body = {"method": method, "ok": ok} | ({"duration_ms": duration} if duration is not None else {})
+            assert (
+                await client.post(path(session["id"]) + "/touch", json=body, headers=auth())
+            ).status_code == 200
+        # Counted in memory only: nothing is in the table before the flush...
+        assert await raw_db.fetchval("SELECT count(*) FROM gateway_request_totals") == 0
+        requests = (await client.get("/v1/stats", headers=auth())).json()["requests"]
+        assert requests["requests_total"] == 5 and requests["errors_total"] == 1
+        assert requests["success_rate"] == 0.8
+        busiest = {entry["method"]: entry for entry in requests["busiest_methods"]}
+        assert busiest["tools/call"]["requests"] == 3 and busiest["tools/call"]["mean_duration_ms"] == 20.0
+        assert "other" in busiest and "x-vendor/custom" not in busiest  # bounded method names
+        assert metric_value((await client.get("/metrics")).text, TOOLS_CALL) == before + 3
+    # ...and shutting down flushed it, so another replica (a new app here) sees the same totals.
+    assert await raw_db.fetchval("SELECT sum(requests) FROM gateway_request_totals") == 5
+    async with client_with() as other_replica:
+        stats = (await other_replica.get("/v1/stats", headers=auth())).json()
+        assert stats["requests"]["requests_total"] == 5

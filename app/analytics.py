@@ -1,0 +1,133 @@
+"""Request analytics from touch bodies: per tenant and MCP method, requests, errors and durations.
+
+A touch must not gain a database write (it is the hot path), so each process counts in memory (one
+dict update per touch) and a background task adds the counts to `gateway_request_totals` in one
+batched statement every few seconds, and once more at shutdown. `/v1/stats` reads the fleet-wide
+totals plus this process's not-yet-flushed counts. Prometheus gets the same figures in real time.
+A process killed with SIGKILL loses at most one flush interval of analytics (never session state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from app import metrics
+from app.db import Database
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 5.0
+BUSIEST = 10
+
+_FLUSH = """
+INSERT INTO gateway_request_totals AS t (tenant, method, requests, errors, timed, duration_ms_total)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::float8[])
+ON CONFLICT (tenant, method) DO UPDATE SET
+    requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
+    timed = t.timed + EXCLUDED.timed, duration_ms_total = t.duration_ms_total + EXCLUDED.duration_ms_total
+"""
+_READ = (
+    "SELECT method, requests, errors, timed, duration_ms_total FROM gateway_request_totals WHERE tenant = $1"
+)
+
+
+@dataclass
+class _Tally:
+    requests: int = 0
+    errors: int = 0
+    timed: int = 0
+    duration_ms_total: float = 0.0
+
+    def add(self, other: _Tally) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.timed += other.timed
+        self.duration_ms_total += other.duration_ms_total
+
+
+class RequestAnalytics:
+    """This process's unflushed counts."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], _Tally] = {}
+
+    def record(self, tenant: str, method: str, ok: bool, duration_ms: float | None) -> None:
+        """Called by touch: in-memory only."""
+        normalised = metrics.normalise_mcp_method(method)
+        metrics.record_gateway_request(tenant, normalised, ok, duration_ms)
+        tally = self._pending.get((tenant, normalised))
+        if tally is None:
+            tally = self._pending[(tenant, normalised)] = _Tally()
+        tally.requests += 1
+        tally.errors += 0 if ok else 1
+        if duration_ms is not None:
+            tally.timed += 1
+            tally.duration_ms_total += duration_ms
+
+    async def flush(self, db: Database) -> None:
+        """Add the pending counts to the table; on failure keep them for the next try."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        keys = list(batch)
+        try:
+            async with db.timed("analytics") as connection:
+                await connection.execute(
+                    _FLUSH,
+                    [tenant for tenant, _ in keys],
+                    [method for _, method in keys],
+                    [batch[key].requests for key in keys],
+                    [batch[key].errors for key in keys],
+                    [batch[key].timed for key in keys],
+                    [batch[key].duration_ms_total for key in keys],
+                )
+        except BaseException:
+            for key, tally in batch.items():  # put them back, merged with anything counted meanwhile
+                self._pending.setdefault(key, _Tally()).add(tally)
+            raise
+
+    async def summary(self, db: Database, tenant: str) -> dict[str, Any]:
+        """Fleet-wide totals for `/v1/stats`: requests, errors, success rate, busiest methods."""
+        async with db.timed("stats") as connection:
+            rows = await connection.fetch(_READ, tenant)
+        totals: dict[str, _Tally] = {
+            row["method"]: _Tally(row["requests"], row["errors"], row["timed"], row["duration_ms_total"])
+            for row in rows
+        }
+        for (pending_tenant, method), tally in self._pending.items():
+            if pending_tenant == tenant:
+                totals.setdefault(method, _Tally()).add(tally)
+        requests = sum(tally.requests for tally in totals.values())
+        errors = sum(tally.errors for tally in totals.values())
+        busiest = sorted(totals.items(), key=lambda item: (-item[1].requests, item[0]))[:BUSIEST]
+        return {
+            "requests_total": requests,
+            "errors_total": errors,
+            "success_rate": None if requests == 0 else round((requests - errors) / requests, 6),
+            "busiest_methods": [
+                {
+                    "method": method,
+                    "requests": tally.requests,
+                    "errors": tally.errors,
+                    "success_rate": round((tally.requests - tally.errors) / tally.requests, 6),
+                    "mean_duration_ms": None
+                    if tally.timed == 0
+                    else round(tally.duration_ms_total / tally.timed, 3),
+                }
+                for method, tally in busiest
+            ],
+        }
+
+
+async def flush_loop(analytics: RequestAnalytics, db: Database) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+        try:
+            await analytics.flush(db)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the database may be down: the counts wait for the next flush
+            log.debug("analytics flush failed: %s", type(error).__name__)
