@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import ConfigurationError, Settings
-from app.errors import Unauthorized
+from app.errors import TenantKeyRequired, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,12 @@ class KeyRing:
                     return Caller(tenant=None, is_admin=True, key_name=entry[0])
                 return Caller(tenant=entry[0], key_name=entry[0])
         raise Unauthorized("The API key is not valid.", invalid_token=True)
+
+    def tenant_for(self, authorization: str | None) -> str:
+        """The tenant a session call acts for: 401 without a valid key, 403 for an admin key."""
+        caller = self.authenticate(authorization)
+        if caller.tenant is None:
+            raise TenantKeyRequired(
+                "Admin keys act across tenants; use a tenant's API key for session calls."
+            )
+        return caller.tenant

@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -89,6 +88,16 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release hook that sends nothing.
+
+    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a second round trip per request, on the hot path. The service never leaves session
+    state on a connection (advisory locks are transaction-scoped, no LISTEN, no cursors, no SET), and
+    asyncpg still rolls back a transaction left open before calling this hook.
+    """
+
+
 class Database:
     """Owns the asyncpg pool for the app's lifetime; created and closed by the lifespan."""
 
@@ -118,6 +127,7 @@ class Database:
             "statement_cache_size": 1024 if settings.db_prepared_statements else 0,
             "max_inactive_connection_lifetime": 300.0,
             "init": _init_connection,
+            "reset": _keep_session,
             "server_settings": {"application_name": "session-broker"},
         }
 
@@ -156,39 +166,15 @@ class Database:
             retry_after=self._settings.retry_after_seconds,
         )
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; any store failure inside the block becomes DatabaseUnavailable."""
-        pool = self.pool
-        self.waiting += 1
-        try:
-            connection = await pool.acquire(timeout=self._settings.db_acquire_timeout_seconds)
-        except Exception as error:
-            if is_unavailable_error(error):
-                raise await self.unavailable(error) from error
-            raise
-        finally:
-            self.waiting -= 1
-        try:
-            yield connection
-        except Exception as error:
-            if is_unavailable_error(error):
-                raise await self.unavailable(error) from error
-            raise
-        finally:
-            try:
-                await pool.release(connection)
-            except Exception as error:  # a broken connection is discarded by the pool; never mask the answer
-                log.debug("release failed: %s", type(error).__name__)
+    def connection(self, operation: str | None = None) -> _Lease:
+        """`async with db.connection("touch") as connection:` a pooled connection for one operation.
 
-    @asynccontextmanager
-    async def timed(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
-        """`connection()` plus the query-latency observation for metrics."""
-        started = time.perf_counter()
-        async with self.connection() as connection:
-            yield connection
-        if self.query_observer is not None:
-            self.query_observer(operation, time.perf_counter() - started)
+        Any store failure inside the block becomes DatabaseUnavailable; with an operation name the
+        round trip is observed for the query-latency metric."""
+        return _Lease(self, operation)
+
+    def timed(self, operation: str) -> _Lease:
+        return _Lease(self, operation)
 
     def pool_stats(self) -> tuple[int, int, int]:
         """(open connections, connections in use, requests waiting)."""
@@ -196,3 +182,53 @@ class Database:
             return 0, 0, self.waiting
         size = self._pool.get_size()
         return size, size - self._pool.get_idle_size(), self.waiting
+
+
+class _Lease:
+    """A connection borrowed from the pool for one `async with` block.
+
+    A class rather than an @asynccontextmanager generator: it is entered on every request, and the
+    generator machinery was a visible share of a touch in profiles.
+    """
+
+    __slots__ = ("_connection", "_db", "_operation", "_started")
+
+    def __init__(self, db: Database, operation: str | None) -> None:
+        self._db = db
+        self._operation = operation
+        self._connection: asyncpg.Connection | None = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        db = self._db
+        pool = db.pool
+        self._started = time.perf_counter()
+        db.waiting += 1
+        try:
+            if pool.get_idle_size():
+                # An idle connection is handed over without waiting, so skip the timeout wrapper
+                # (asyncio wait_for on every request showed up in profiles). Nothing here can hang:
+                # reconnecting a stale holder is bounded by the connect timeout.
+                self._connection = await pool.acquire()
+            else:
+                self._connection = await pool.acquire(timeout=db._settings.db_acquire_timeout_seconds)
+        except Exception as error:
+            if is_unavailable_error(error):
+                raise await db.unavailable(error) from error
+            raise
+        finally:
+            db.waiting -= 1
+        return self._connection
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
+        db = self._db
+        try:
+            await db.pool.release(self._connection)
+        except Exception as release_error:  # a broken connection is discarded by the pool
+            log.debug("release failed: %s", type(release_error).__name__)
+        if error is not None:
+            if isinstance(error, Exception) and is_unavailable_error(error):
+                raise await db.unavailable(error) from error
+            return
+        if self._operation is not None and db.query_observer is not None:
+            db.query_observer(self._operation, time.perf_counter() - self._started)

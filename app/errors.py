@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import orjson
+from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:session-broker:problem:"
@@ -155,6 +156,17 @@ class DatabaseUnavailable(Problem):
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+def problem_response(problem: Problem) -> Response:
+    """The one renderer: RFC 9457 problem+json with the problem's status and headers."""
+    if isinstance(problem, DatabaseUnavailable):
+        from app import metrics  # late: metrics must stay importable without the rest of the app
+
+        metrics.count_unavailable()
+    return Response(
+        problem.render(), status_code=problem.status, headers=problem.headers, media_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 ALL_PROBLEMS: tuple[type[Problem], ...] = (

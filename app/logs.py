@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from app.metrics import route_template
 
@@ -118,8 +119,16 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         fmt = "text" if sys.stderr.isatty() else "json"
     if fmt not in ("json", "text"):
         raise ValueError(f"log format must be auto, json or text, not {fmt!r}")
+    # The logging HOWTO's "Optimization" knobs: none of these fields are logged, and collecting them
+    # (a stack walk for the caller, thread and process names) was a measurable share of a touch.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    global _configured_json_handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    _configured_json_handler = handler if fmt == "json" else None
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -133,6 +142,27 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     access.handlers.clear()
     access.propagate = False
     access.disabled = True
+
+
+# The handler configure_logging installed when the format is json; None otherwise.
+_configured_json_handler: logging.Handler | None = None
+
+
+def _direct_json_stream(logger: logging.Logger) -> Any:
+    """The stream to write access lines to directly, if logging is exactly as configure_logging left it.
+
+    One access line per request through the logging machinery (record, handler lock, formatter) cost
+    ~13 % of a touch. When nobody has customised logging (no other handlers or filters on the access
+    logger or the root), writing the same JSON line straight to the handler's stream is equivalent.
+    Otherwise (tests, embedding applications) the normal logging path is used.
+    """
+    handler = _configured_json_handler
+    if handler is None or logger.handlers or logger.filters or not logger.propagate:
+        return None
+    root = logging.getLogger()
+    if root.handlers != [handler] or root.filters or handler.filters:
+        return None
+    return getattr(handler, "stream", None)
 
 
 def _sanitise_request_id(value: bytes) -> str | None:
@@ -162,7 +192,7 @@ class AccessLogMiddleware:
         self.app = app
         self.logger = logging.getLogger(logger_name)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -200,15 +230,24 @@ class AccessLogMiddleware:
         finally:
             if self.logger.isEnabledFor(level):
                 tenant = scope.get("state", {}).get("tenant")
-                self.logger.log(
-                    level,
-                    "request",
-                    extra={
-                        "route": route_template(scope, outer_root_path),
-                        "method": scope["method"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                        "tenant": None if tenant is None else str(tenant),
-                        "request_id": request_id,
-                    },
-                )
+                fields = {
+                    "route": route_template(scope, outer_root_path),
+                    "method": scope["method"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "tenant": None if tenant is None else str(tenant),
+                    "request_id": request_id,
+                }
+                stream = _direct_json_stream(self.logger)
+                if stream is None:
+                    self.logger.log(level, "request", extra=fields)
+                else:
+                    line = {
+                        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                        "level": logging.getLevelName(level).lower(),
+                        "logger": self.logger.name,
+                        "msg": "request",
+                        **fields,
+                    }
+                    stream.write(orjson.dumps(line).decode() + "\n")
+                    stream.flush()

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics
 from app.analytics import flush_loop
@@ -21,7 +22,6 @@ from app.auth import KeyRing
 from app.config import Settings, get_settings
 from app.db import Database, is_unavailable_error
 from app.errors import (
-    PROBLEM_CONTENT_TYPE,
     DatabaseUnavailable,
     InternalError,
     MethodNotAllowed,
@@ -29,8 +29,10 @@ from app.errors import (
     Problem,
     RouteNotFound,
     ValidationFailed,
+    problem_response,
 )
 from app.fleet_gauges import gauges_loop
+from app.hot_path import TouchHandler, touch_id_segment
 from app.logs import AccessLogMiddleware
 from app.migrate import head_revision, known_revisions
 from app.openapi_docs import build_openapi, problem_responses
@@ -54,20 +56,9 @@ POOL_STATS_INTERVAL_SECONDS = 5.0
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> Response:
-    if isinstance(problem, DatabaseUnavailable):
-        metrics.count_unavailable()
-    return Response(
-        problem.render(),
-        status_code=problem.status,
-        headers=problem.headers,
-        media_type=PROBLEM_CONTENT_TYPE,
-    )
-
-
 async def _on_problem(request: Request, error: Exception) -> Response:
     assert isinstance(error, Problem)
-    return problem_response(error, request)
+    return problem_response(error)
 
 
 async def _on_validation(request: Request, error: Exception) -> Response:
@@ -78,7 +69,7 @@ async def _on_validation(request: Request, error: Exception) -> Response:
             str(part) for part in item.get("loc", ()) if part not in ("query", "header", "path", "body")
         ]
         errors.append({"field": ".".join(location) or "request", "message": str(item.get("msg"))})
-    return problem_response(ValidationFailed(errors), request)
+    return problem_response(ValidationFailed(errors))
 
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
@@ -96,7 +87,7 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
         problem = InternalError(str(error.detail))
         problem.status = error.status_code  # type: ignore[misc]
     problem.headers = {**(error.headers or {}), **problem.headers}
-    return problem_response(problem, request)
+    return problem_response(problem)
 
 
 def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
@@ -139,8 +130,23 @@ async def _publish_pool_stats(db: Database) -> None:
         await asyncio.sleep(POOL_STATS_INTERVAL_SECONDS)
 
 
-def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
-    """Build the ASGI app. `database_url` overrides settings (the CLI passes the embedded server's URL)."""
+class SessionBrokerApp(FastAPI):
+    """FastAPI, plus the touch hot path in front of it (see hot_path.py)."""
+
+    hot_touch: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_touch is not None and touch_id_segment(scope) is not None:
+            await self.hot_touch(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None, database_url: str | None = None, *, hot_paths: bool = True
+) -> FastAPI:
+    """Build the ASGI app. `database_url` overrides settings (the CLI passes the embedded server's URL).
+    `hot_paths=False` serves touch through FastAPI too (tests use it to prove both paths agree)."""
     settings = settings or get_settings()
     keys = KeyRing.from_settings(settings)  # raises ConfigurationError before anything starts
     url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
@@ -182,7 +188,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                 await app.state.service.analytics.flush(db)
             await db.close()
 
-    app = FastAPI(
+    app = SessionBrokerApp(
         title="Session Broker",
         version="1.0.0",
         description=API_DESCRIPTION,
@@ -229,6 +235,15 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.add_middleware(RawSessionPathMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(AccessLogMiddleware)
+
+    if hot_paths:
+        # The same outer middlewares as every other route (access log, metrics, body limit), around the
+        # lean handler instead of FastAPI's stack.
+        app.hot_touch = AccessLogMiddleware(
+            metrics.MetricsMiddleware(
+                BodyLimitMiddleware(TouchHandler(app), max_body_bytes=settings.max_metadata_bytes + 64 * 1024)
+            )
+        )
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +251,20 @@ def _init_global_series() -> None:
 _init_global_series()
 
 
+_children: dict[tuple[object, ...], Any] = {}
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, memoised: labels() validates and takes a lock on every call, and these
+    run several times per request. Label values are bounded, so the memo is too."""
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def register_tenants(tenants: Iterable[str]) -> None:
     """Create each tenant's counter series at zero (call once at startup with the configured tenants).
 
@@ -281,17 +295,17 @@ def normalise_mcp_method(name: object) -> str:
 
 def observe_db_query(operation: str, seconds: float) -> None:
     """Record one database round trip."""
-    DB_QUERY_DURATION.labels(operation).observe(seconds)
+    _child(DB_QUERY_DURATION, operation).observe(seconds)
 
 
 def count_touch(tenant: str, result: str) -> None:
     """result: written | throttled | not_found."""
-    TOUCHES.labels(tenant, result).inc()
+    _child(TOUCHES, tenant, result).inc()
 
 
 def count_created(tenant: str, how: str) -> None:
     """how: created | registered | rotated."""
-    SESSIONS_CREATED.labels(tenant, how).inc()
+    _child(SESSIONS_CREATED, tenant, how).inc()
 
 
 def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None) -> None:
@@ -329,11 +343,11 @@ def count_db_error(kind: str) -> None:
 def record_gateway_request(tenant: str, method: object, ok: bool | None, duration_ms: float | None) -> None:
     """Analytics from a touch body: ok=None means unknown (not counted as an error)."""
     m = normalise_mcp_method(method)
-    GATEWAY_REQUESTS.labels(tenant, m).inc()
+    _child(GATEWAY_REQUESTS, tenant, m).inc()
     if ok is False:
         GATEWAY_REQUEST_ERRORS.labels(tenant, m).inc()
     if duration_ms is not None and math.isfinite(duration_ms) and duration_ms >= 0:
-        GATEWAY_REQUEST_DURATION.labels(tenant, m).observe(duration_ms / 1000.0)
+        _child(GATEWAY_REQUEST_DURATION, tenant, m).observe(duration_ms / 1000.0)
 
 
 def set_pool_stats(size: int, in_use: int, waiting: int) -> None:
@@ -416,7 +430,7 @@ def render_metrics() -> tuple[bytes, str]:
 
 # --- ASGI middleware ----------------------------------------------------------------------------------
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 def route_template(scope: Scope, outer_root_path: str = "") -> str:
@@ -484,9 +498,9 @@ class MetricsMiddleware:
             elapsed = time.perf_counter() - start
             HTTP_IN_FLIGHT.dec()
             route = route_template(scope, outer_root_path)
-            HTTP_REQUESTS.labels(route, method, f"{status // 100}xx").inc()
+            _child(HTTP_REQUESTS, route, method, _STATUS_CLASS.get(status // 100, "5xx")).inc()
             # A stream stays open for minutes; its "latency" is how fast it started, or it would drown
             # the latency histogram (and the p99 alert) in connection lifetimes.
-            HTTP_DURATION.labels(route, method).observe(
+            _child(HTTP_DURATION, route, method).observe(
                 elapsed if headers_sent_after is None else headers_sent_after
             )

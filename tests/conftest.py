@@ -100,8 +100,10 @@ async def raw_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @asynccontextmanager
-async def running_client(url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(**overrides), database_url=url)
+async def running_client(
+    url: str, hot_paths: bool = True, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(**overrides), database_url=url, hot_paths=hot_paths)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as client:

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from app.db import asyncpg_dsn
-from tests.conftest import auth
+from tests.conftest import auth, running_client
 from tests.test_sessions_api import assert_problem, create, path
+
+
+@pytest.fixture(params=[True, False], ids=["hot-path", "fastapi-route"])
+def hot_paths(request: pytest.FixtureRequest) -> bool:
+    """Every touch test runs through the lean hot path and through the documented FastAPI route."""
+    return bool(request.param)
+
+
+@pytest.fixture
+async def client(
+    database_url: str, raw_db: asyncpg.Connection, hot_paths: bool
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(database_url, hot_paths=hot_paths) as client:
+        yield client
+
+
+@pytest.fixture
+def client_with(database_url: str, raw_db: asyncpg.Connection, hot_paths: bool) -> Callable[..., Any]:
+    return lambda **overrides: running_client(database_url, hot_paths=hot_paths, **overrides)
 
 
 def ts(value: str) -> datetime:
@@ -218,3 +240,37 @@ async def test_touch_analytics_reach_stats_fleet_wide_without_a_write_per_touch(
     async with client_with() as other_replica:
         stats = (await other_replica.get("/v1/stats", headers=auth())).json()
         assert stats["requests"]["requests_total"] == 5
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status"),
+    [
+        ({}, None, 401),
+        ({"Authorization": "Bearer admin-key-0123456789abcdef"}, None, 403),
+        ({**auth(), "content-type": "text/plain"}, b'{"method":"ping"}', 415),
+        ({**auth(), "content-type": "application/json"}, b"{oops", 422),
+        ({**auth(), "content-type": "application/json"}, b'{"method":"ping","extra":1}', 422),
+        (
+            {**auth(), "content-type": "application/json"},
+            b'{"method":"ping","pad":"' + b"x" * 200_000 + b'"}',
+            413,
+        ),
+    ],
+)
+async def test_touch_errors_are_the_same_problems_on_both_paths(
+    client: httpx.AsyncClient, headers: dict, content: bytes | None, status: int
+) -> None:
+    session = await create(client)
+    response = await client.post(path(session["id"]) + "/touch", headers=headers, content=content)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_touch_is_labelled_by_route_template_on_both_paths(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    await client.post(path(session["id"]) + "/touch", headers=auth())
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/v1/sessions/{session_id}/touch"' in metrics
+    assert session["id"] not in metrics

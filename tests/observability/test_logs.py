@@ -227,3 +227,35 @@ async def test_unmatched_and_probe_requests(access_log: io.StringIO) -> None:
     assert lines[1]["level"] == "debug" and lines[1]["route"] == "/healthz"
     # exactly one X-Request-ID, ours
     assert probe.headers.get_list("x-request-id") == [lines[1]["request_id"]]
+
+
+def last_access_line(text: str) -> dict[str, object]:
+    lines = [json.loads(line) for line in text.strip().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == logs.ACCESS_LOGGER][-1]
+
+
+async def test_direct_access_lines_match_the_logging_path(
+    restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With logging as configure_logging leaves it, access lines skip the logging machinery (hot path);
+    they must be the same JSON lines the logging path writes."""
+    logs.configure_logging("INFO", "json")
+    assert logs._direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is not None
+    async with client() as c:
+        await c.get("/v1/sessions/direct%2Fid")
+    direct = last_access_line(capsys.readouterr().err)
+
+    extra = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(extra)  # customised logging: the normal path is used
+    try:
+        assert logs._direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is None
+        async with client() as c:
+            await c.get("/v1/sessions/direct%2Fid")
+    finally:
+        logging.getLogger().removeHandler(extra)
+    via_logging = last_access_line(capsys.readouterr().err)
+
+    assert set(direct) == set(via_logging)
+    for key in ("level", "logger", "msg", "route", "method", "status", "tenant"):
+        assert direct[key] == via_logging[key], key
+    assert "direct" not in json.dumps(direct)
