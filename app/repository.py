@@ -249,6 +249,48 @@ SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expire
   FROM (SELECT 1) AS one LEFT JOIN current AS c ON true LEFT JOIN touched AS t ON true
 """
 
+# Many touches in one statement (see touch_batch.py). $1/$2/$3 parallel arrays of tenant, id, principal;
+# $4 granularity. One answer row per request row, in request order, with the same columns as above.
+_TOUCH_MANY = f"""
+WITH req AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(tenant, id, principal, n)
+), current AS (
+    SELECT r.n, s.tenant, s.id, s.principal, s.expires_at,
+           LEAST(now() + s.idle_timeout_seconds * interval '1 second',
+                 s.created_at + s.max_lifetime_seconds * interval '1 second') AS target,
+           LEAST($4::float8, s.idle_timeout_seconds * 0.1) * interval '1 second' AS threshold,
+           (r.principal IS NULL OR s.principal IS NULL OR s.principal = r.principal) AS allowed
+      FROM req AS r JOIN sessions AS s ON s.tenant = r.tenant AND s.id = r.id AND s.expires_at > now()
+), due AS (
+    -- Lock what will be written in (tenant, id) order, as every multi-row writer does: no deadlocks.
+    SELECT c.n, c.target, s.tenant, s.id
+      FROM current AS c JOIN sessions AS s ON s.tenant = c.tenant AND s.id = c.id
+     WHERE c.allowed AND c.target - c.expires_at >= c.threshold
+     ORDER BY s.tenant, s.id
+       FOR UPDATE OF s
+), touched AS (
+    UPDATE sessions AS s
+       SET last_seen_at = GREATEST(s.last_seen_at, now()),
+           expires_at = GREATEST(s.expires_at, d.target),
+           purge_after = CASE WHEN d.target > s.purge_after
+                              THEN d.target + {PURGE_AFTER_STEP_SECONDS} * interval '1 second'
+                              ELSE s.purge_after END
+      FROM due AS d
+     WHERE s.tenant = d.tenant AND s.id = d.id
+    RETURNING d.n, s.expires_at
+)
+SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
+       c.target - c.expires_at >= c.threshold AS due,
+       CASE WHEN c.n IS NULL THEN COALESCE(
+           (SELECT {EXPIRY_REASON} FROM sessions AS x
+             WHERE x.tenant = r.tenant AND x.id = r.id AND x.expires_at <= now()),
+           (SELECT tb.reason FROM session_tombstones AS tb
+             WHERE tb.tenant = r.tenant AND tb.id = r.id AND tb.forget_after > now()))
+       END AS ended_reason
+  FROM req AS r LEFT JOIN current AS c ON c.n = r.n LEFT JOIN touched AS t ON t.n = r.n
+ ORDER BY r.n
+"""
+
 # --- read ---------------------------------------------------------------------------------------------
 _GET_SESSION = f"""
 SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_reason
@@ -509,6 +551,29 @@ class SessionRepository:
             due=bool(record["due"]),
             ended_reason=record["ended_reason"],
         )
+
+    async def touch_many(
+        self, keys: list[tuple[str, str, str | None]], *, granularity_seconds: float
+    ) -> list[TouchOutcome]:
+        """Touch several distinct sessions in one statement; outcomes in the order of `keys`."""
+        records = await self.db.fetch(
+            _TOUCH_MANY,
+            [key[0] for key in keys],
+            [key[1] for key in keys],
+            [key[2] for key in keys],
+            granularity_seconds,
+        )
+        return [
+            TouchOutcome(
+                found=record["expires_at"] is not None,
+                principal=record["principal"],
+                expires_at=record["expires_at"],
+                written=record["written"],
+                due=bool(record["due"]),
+                ended_reason=record["ended_reason"],
+            )
+            for record in records
+        ]
 
     async def get(self, tenant: str, session_id: str, *, for_update: bool = False) -> Lookup:
         """The session if live, else why it ended. `for_update` locks the row (inside a transaction)."""

@@ -29,6 +29,7 @@ from app.errors import (
 from app.quotas import QUOTA_HEADROOM, QUOTA_RETRY_AFTER_SECONDS, Quotas, TenantQuota
 from app.repository import InsertOutcome, NewSession, SessionRepository
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
+from app.touch_batch import TouchBatcher
 
 # MCP: ids are visible ASCII 0x21-0x7E. We bound the length so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -103,6 +104,7 @@ class SessionService:
         self.settings = settings
         self.quotas = Quotas(settings)
         self.analytics = RequestAnalytics()
+        self.touches = TouchBatcher(db, lambda: settings.touch_granularity_seconds)
 
     # --- rules -----------------------------------------------------------------------------------
 
@@ -273,13 +275,7 @@ class SessionService:
         if not is_valid_session_id(session_id):
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
-        async with self.db.timed("touch") as connection:
-            outcome = await SessionRepository(connection).touch(
-                tenant,
-                session_id,
-                principal=principal,
-                granularity_seconds=self.settings.touch_granularity_seconds,
-            )
+        outcome = await self.touches.touch(tenant, session_id, principal)
         if not outcome.found:
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound(outcome.ended_reason)

@@ -1,0 +1,96 @@
+"""Group touch: many touches in one statement must answer exactly what single touches would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+
+from app.db import Database
+from app.repository import SessionRepository
+from tests.conftest import auth, make_settings
+from tests.test_sessions_api import create, path
+from tests.test_touch import age, metric_value
+
+TOUCH_STATEMENTS = 'session_broker_db_query_duration_seconds_count{operation="touch"}'
+
+
+async def test_touch_many_answers_each_row_like_a_single_touch(
+    client: httpx.AsyncClient, raw_db, database_url
+) -> None:
+    due = await create(client, principal="alice")
+    throttled = await create(client)
+    expired = await create(client, idle_timeout_seconds=60)
+    deleted = await create(client)
+    bound = await create(client, principal="alice")
+    await age(raw_db, due["id"], 120)
+    await age(raw_db, expired["id"], 61)
+    await age(raw_db, bound["id"], 120)
+    await client.delete(path(deleted["id"]), headers=auth())
+    keys = [
+        ("acme", due["id"], "alice"),
+        ("acme", throttled["id"], None),
+        ("acme", expired["id"], None),
+        ("acme", deleted["id"], None),
+        ("acme", "never-existed", None),
+        ("acme", bound["id"], "mallory"),
+        ("globex", throttled["id"], None),  # another tenant's view of the same id
+    ]
+    db = Database(make_settings(), database_url)
+    await db.open()
+    try:
+        async with db.connection() as connection:
+            outcomes = await SessionRepository(connection).touch_many(keys, granularity_seconds=60)
+    finally:
+        await db.close()
+    summary = [(o.found, o.written, o.due, o.ended_reason) for o in outcomes]
+    assert summary == [
+        (True, True, True, None),
+        (True, False, False, None),
+        (False, False, False, "expired_idle"),
+        (False, False, False, "deleted"),
+        (False, False, False, None),
+        (True, False, True, None),  # due, but bound to alice: not written (the service answers 404)
+        (False, False, False, None),
+    ]
+    assert outcomes[5].principal == "alice"
+    assert await raw_db.fetchval("SELECT version FROM sessions WHERE id = $1", bound["id"]) == 1
+
+
+async def test_concurrent_mixed_touches_through_the_api(client_with, raw_db) -> None:
+    async with client_with(touch_granularity_seconds=0, db_pool_max_size=4) as client:
+        live = [await create(client, principal=f"p{i % 3}") for i in range(12)]
+        gone = await create(client)
+        await client.delete(path(gone["id"]), headers=auth())
+        requests = []
+        for session in live:
+            owner = session["principal"]
+            requests += [
+                (session["id"], owner, 200),
+                (session["id"], None, 200),
+                (session["id"], "intruder", 404),  # same session, other principal: next batch
+                (session["id"], owner, 200),  # duplicate: shares the answer
+            ]
+        requests += [(gone["id"], None, 404), ("missing", None, 404)]
+        statements_before = metric_value((await client.get("/metrics")).text, TOUCH_STATEMENTS)
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    path(session_id) + "/touch",
+                    headers={**auth(), **({"Session-Principal": principal} if principal else {})},
+                )
+                for session_id, principal, _ in requests
+            )
+        )
+        assert [response.status_code for response in responses] == [expected for *_, expected in requests]
+        assert responses[-2].json()["reason"] == "deleted"
+        statements = metric_value((await client.get("/metrics")).text, TOUCH_STATEMENTS) - statements_before
+        assert 0 < statements < len(requests)  # they really were grouped
+        # Expiry only ever moved forward, and every live session was written at least once.
+        rows = await raw_db.fetch(
+            "SELECT id, version, last_seen_at, created_at FROM sessions WHERE id = ANY($1)",
+            [s["id"] for s in live],
+        )
+        assert all(row["last_seen_at"] > row["created_at"] for row in rows)
+        assert Counter(row["version"] for row in rows) == Counter({1: 12})  # touches never bump versions
