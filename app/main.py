@@ -32,7 +32,7 @@ from app.errors import (
     problem_response,
 )
 from app.fleet_gauges import gauges_loop
-from app.hot_path import TouchHandler, touch_id_segment
+from app.hot_path import HotPaths, hot_handler
 from app.logs import AccessLogMiddleware
 from app.migrate import head_revision, known_revisions
 from app.openapi_docs import build_openapi, problem_responses
@@ -131,13 +131,13 @@ async def _publish_pool_stats(db: Database) -> None:
 
 
 class SessionBrokerApp(FastAPI):
-    """FastAPI, plus the touch hot path in front of it (see hot_path.py)."""
+    """FastAPI, plus the touch and create hot paths in front of it (see hot_path.py)."""
 
-    hot_touch: ASGIApp | None = None
+    hot_paths: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.hot_touch is not None and touch_id_segment(scope) is not None:
-            await self.hot_touch(scope, receive, send)
+        if self.hot_paths is not None and hot_handler(scope) is not None:
+            await self.hot_paths(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -146,7 +146,7 @@ def create_app(
     settings: Settings | None = None, database_url: str | None = None, *, hot_paths: bool = True
 ) -> FastAPI:
     """Build the ASGI app. `database_url` overrides settings (the CLI passes the embedded server's URL).
-    `hot_paths=False` serves touch through FastAPI too (tests use it to prove both paths agree)."""
+    `hot_paths=False` serves touch and create through FastAPI too (tests use it to prove both agree)."""
     settings = settings or get_settings()
     keys = KeyRing.from_settings(settings)  # raises ConfigurationError before anything starts
     url = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
@@ -239,9 +239,9 @@ def create_app(
     if hot_paths:
         # The same outer middlewares as every other route (access log, metrics, body limit), around the
         # lean handler instead of FastAPI's stack.
-        app.hot_touch = AccessLogMiddleware(
+        app.hot_paths = AccessLogMiddleware(
             metrics.MetricsMiddleware(
-                BodyLimitMiddleware(TouchHandler(app), max_body_bytes=settings.max_metadata_bytes + 64 * 1024)
+                BodyLimitMiddleware(HotPaths(app), max_body_bytes=settings.max_metadata_bytes + 64 * 1024)
             )
         )
 
