@@ -40,8 +40,11 @@ openapi: $(BIN)/session-broker
 docs: $(BIN)/session-broker
 	$(BIN)/python -m scripts.settings_table --write
 
-## Side-by-side touch benchmark against reference implementations (see bench/README.md).
+## Side-by-side benchmark against reference implementations (see bench/README.md); under 10 minutes.
 bench: $(BIN)/session-broker
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python -m bench
 
 clean:
