@@ -460,6 +460,17 @@ def _session(record: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def _touch_outcome(record: asyncpg.Record) -> TouchOutcome:
+    return TouchOutcome(
+        found=record["expires_at"] is not None,
+        principal=record["principal"],
+        expires_at=record["expires_at"],
+        written=record["written"],
+        due=bool(record["due"]),
+        ended_reason=record["ended_reason"],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     kind: str
@@ -543,14 +554,7 @@ class SessionRepository:
     ) -> TouchOutcome:
         record = await self.db.fetchrow(_TOUCH_SESSION, tenant, session_id, principal, granularity_seconds)
         assert record is not None
-        return TouchOutcome(
-            found=record["expires_at"] is not None,
-            principal=record["principal"],
-            expires_at=record["expires_at"],
-            written=record["written"],
-            due=bool(record["due"]),
-            ended_reason=record["ended_reason"],
-        )
+        return _touch_outcome(record)
 
     async def touch_many(
         self, keys: list[tuple[str, str, str | None]], *, granularity_seconds: float
@@ -563,17 +567,7 @@ class SessionRepository:
             [key[2] for key in keys],
             granularity_seconds,
         )
-        return [
-            TouchOutcome(
-                found=record["expires_at"] is not None,
-                principal=record["principal"],
-                expires_at=record["expires_at"],
-                written=record["written"],
-                due=bool(record["due"]),
-                ended_reason=record["ended_reason"],
-            )
-            for record in records
-        ]
+        return [_touch_outcome(record) for record in records]
 
     async def get(self, tenant: str, session_id: str, *, for_update: bool = False) -> Lookup:
         """The session if live, else why it ended. `for_update` locks the row (inside a transaction)."""

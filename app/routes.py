@@ -254,6 +254,15 @@ async def delete_session(
 FilterQuery = Annotated[str | None, Query(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
 
 
+def query_filters(request: Request, allowed: set[str], values: dict[str, str | None]) -> dict[str, str]:
+    """The given filters, after refusing unknown query parameters (a typo must not widen a list or a
+    revocation to everything)."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
+    return {name: value for name, value in values.items() if value is not None}
+
+
 @router.get(
     "/sessions",
     response_model=SessionPage,
@@ -272,17 +281,17 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=2048, description="opaque; from `next_cursor`")] = None,
 ) -> Response:
-    unknown = sorted(set(request.query_params) - {*LIST_FILTERS, "limit", "cursor"})
-    if unknown:
-        raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
-    values = {
-        "kind": kind,
-        "principal": principal,
-        "client_id": client_id,
-        "owner": owner,
-        "protocol_version": protocol_version,
-    }
-    filters = {name: value for name, value in values.items() if value is not None}
+    filters = query_filters(
+        request,
+        {*LIST_FILTERS, "limit", "cursor"},
+        {
+            "kind": kind,
+            "principal": principal,
+            "client_id": client_id,
+            "owner": owner,
+            "protocol_version": protocol_version,
+        },
+    )
     items, next_cursor = await service.list(tenant, filters, cursor, limit)
     return json_response({"items": items, "next_cursor": next_cursor})
 
@@ -312,11 +321,11 @@ async def revoke_sessions(
     owner: FilterQuery = None,
     kind: FilterQuery = None,
 ) -> Response:
-    unknown = sorted(set(request.query_params) - set(REVOKE_FILTERS))
-    if unknown:
-        raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
-    values = {"principal": principal, "client_id": client_id, "owner": owner, "kind": kind}
-    filters = {name: value for name, value in values.items() if value is not None}
+    filters = query_filters(
+        request,
+        set(REVOKE_FILTERS),
+        {"principal": principal, "client_id": client_id, "owner": owner, "kind": kind},
+    )
     return json_response({"revoked": await service.revoke(tenant, filters)})
 
 

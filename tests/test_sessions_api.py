@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import auth, running_client
+from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
+from tests.conftest import auth
 
 PROBLEM = "application/problem+json"
 AWKWARD_IDS = [
@@ -26,25 +25,6 @@ AWKWARD_IDS = [
     "!",
     "x" * 255,
 ]
-
-
-@pytest.fixture(params=[True, False], ids=["hot-path", "fastapi-route"])
-def hot_paths(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs through the lean hot paths (touch, create) and through FastAPI's routes."""
-    return bool(request.param)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, raw_db: asyncpg.Connection, hot_paths: bool
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_client(database_url, hot_paths=hot_paths) as client:
-        yield client
-
-
-@pytest.fixture
-def client_with(database_url: str, raw_db: asyncpg.Connection, hot_paths: bool) -> Callable[..., Any]:
-    return lambda **overrides: running_client(database_url, hot_paths=hot_paths, **overrides)
 
 
 def path(session_id: str) -> str:

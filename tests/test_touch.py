@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
 from app.db import asyncpg_dsn
-from tests.conftest import auth, running_client
+from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
+from tests.conftest import auth
 from tests.test_sessions_api import assert_problem, create, path
-
-
-@pytest.fixture(params=[True, False], ids=["hot-path", "fastapi-route"])
-def hot_paths(request: pytest.FixtureRequest) -> bool:
-    """Every touch test runs through the lean hot path and through the documented FastAPI route."""
-    return bool(request.param)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, raw_db: asyncpg.Connection, hot_paths: bool
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_client(database_url, hot_paths=hot_paths) as client:
-        yield client
-
-
-@pytest.fixture
-def client_with(database_url: str, raw_db: asyncpg.Connection, hot_paths: bool) -> Callable[..., Any]:
-    return lambda **overrides: running_client(database_url, hot_paths=hot_paths, **overrides)
 
 
 def ts(value: str) -> datetime:

@@ -1,0 +1,34 @@
+"""Fixtures that run a test module through the lean hot paths and through FastAPI's routes.
+
+Import them into a test module (`from tests.both_paths import client, client_with, hot_paths`) to
+override the default `client` fixtures there: every test then runs twice, proving both paths agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import running_client
+
+
+@pytest.fixture(params=[True, False], ids=["hot-path", "fastapi-route"])
+def hot_paths(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+async def client(
+    database_url: str, raw_db: asyncpg.Connection, hot_paths: bool
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(database_url, hot_paths=hot_paths) as client:
+        yield client
+
+
+@pytest.fixture
+def client_with(database_url: str, raw_db: asyncpg.Connection, hot_paths: bool) -> Callable[..., Any]:
+    return lambda **overrides: running_client(database_url, hot_paths=hot_paths, **overrides)
