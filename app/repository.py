@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 # How far ahead of `expires_at` a write pushes the indexed `purge_after` column. A touch rewrites
 # `purge_after` (a non-HOT update, because it is indexed) only when `expires_at` overtakes it, i.e. at most
@@ -101,9 +102,9 @@ def events_cte(*event_selects: str) -> str:
 )"""
 
 
-def _created_event(how: str, ord_: int = 2, source: str = "written") -> str:
+def _created_event(how: str, ord_: int = 2, source: str = "written", tenant: str = "$1::text") -> str:
     return f"""
-    SELECT {ord_} AS ord, $1::text AS tenant, 'session.created' AS type, w.id AS session_id,
+    SELECT {ord_} AS ord, {tenant} AS tenant, 'session.created' AS type, w.id AS session_id,
            w.created_at AS occurred_at,
            json_build_object('id', w.id, 'how', {how}, 'kind', w.kind, 'principal', w.principal,
                              'client_id', w.client_id, 'owner', w.owner,
@@ -180,6 +181,56 @@ SELECT (SELECT reason FROM retired) AS retired_reason, v.tenant_tight, v.princip
        (SELECT reason FROM taken_over) AS replaced_reason,
        (SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 FROM taken_over) AS replaced_lifetime, w.*
   FROM verdict AS v LEFT JOIN written AS w ON true
+"""
+
+# Many creates with minted ids in one statement (see batching.py). Minted ids are fresh (256 random bits),
+# so there is no tombstone or expired row to consider; a row whose quota scope lacks the headroom (this
+# batch's own rows included) is not written and comes back `*_tight` for the careful single path.
+# $1..$8 text[]: tenant, id, kind, principal, client_id, owner, protocol_version, metadata (JSON text);
+# $9/$10 int[]: idle, lifetime; $11..$13 int[]: tenant/principal/client limits; $14 headroom.
+_INSERT_MANY = f"""
+WITH req AS (
+    SELECT r.*,
+           count(*) OVER (PARTITION BY r.tenant) AS tenant_n,
+           count(*) OVER (PARTITION BY r.tenant, r.principal) AS principal_n,
+           count(*) OVER (PARTITION BY r.tenant, r.client_id) AS client_n
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                  $8::text[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[])
+           WITH ORDINALITY AS r(tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
+                                idle, lifetime, tenant_limit, principal_limit, client_limit, n)
+), verdict AS (
+    SELECT r.*,
+           (SELECT COALESCE(sum(CASE WHEN c.name = 'created' THEN c.value ELSE -c.value END), 0)
+              FROM session_counters AS c WHERE c.tenant = r.tenant) + $14::int + r.tenant_n
+               >= r.tenant_limit AS tenant_tight,
+           r.principal IS NOT NULL AND (SELECT count(*) FROM (SELECT 1 FROM sessions AS s
+               WHERE s.tenant = r.tenant AND s.principal = r.principal AND s.expires_at > now()
+               LIMIT r.principal_limit) AS x) + $14::int + r.principal_n >= r.principal_limit
+               AS principal_tight,
+           r.client_id IS NOT NULL AND (SELECT count(*) FROM (SELECT 1 FROM sessions AS s
+               WHERE s.tenant = r.tenant AND s.client_id = r.client_id AND s.expires_at > now()
+               LIMIT r.client_limit) AS x) + $14::int + r.client_n >= r.client_limit AS client_tight
+      FROM req AS r
+), written AS (
+    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata, version,
+                          idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at,
+                          purge_after)
+    SELECT v.tenant, v.id, v.kind, v.principal, v.client_id, v.owner, v.protocol_version, v.metadata::json, 1,
+           v.idle, v.lifetime, now(), now(), now() + LEAST(v.idle, v.lifetime) * interval '1 second',
+           now() + (LEAST(v.idle, v.lifetime) + {PURGE_AFTER_STEP_SECONDS}) * interval '1 second'
+      FROM verdict AS v
+     WHERE NOT (v.tenant_tight OR v.principal_tight OR v.client_tight)
+    ON CONFLICT (tenant, id) DO NOTHING
+    RETURNING tenant, {SESSION_COLUMNS}
+), counted AS (
+    INSERT INTO session_counters AS c (tenant, name, shard, value)
+    SELECT tenant, 'created', {_SHARD}, count(*) FROM written GROUP BY tenant
+    ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+)
+{events_cte(_created_event("'created'", tenant="w.tenant"))}
+SELECT v.tenant_tight, v.principal_tight, v.client_tight, w.*
+  FROM verdict AS v LEFT JOIN written AS w ON w.tenant = v.tenant AND w.id = v.id
+ ORDER BY v.n
 """
 
 # Serialises creates in one quota scope when it is near its limit (held until the transaction ends).
@@ -536,6 +587,36 @@ class SessionRepository:
             replaced_reason=record["replaced_reason"],
             replaced_lifetime=record["replaced_lifetime"],
         )
+
+    async def insert_many(
+        self, items: list[tuple[str, str, NewSession, QuotaLimits]], *, headroom: int
+    ) -> list[InsertOutcome]:
+        """Insert several sessions with minted ids in one statement; outcomes in the order of `items`."""
+        records = await self.db.fetch(
+            _INSERT_MANY,
+            [tenant for tenant, _, _, _ in items],
+            [session_id for _, session_id, _, _ in items],
+            [new.kind for _, _, new, _ in items],
+            [new.principal for _, _, new, _ in items],
+            [new.client_id for _, _, new, _ in items],
+            [new.owner for _, _, new, _ in items],
+            [new.protocol_version for _, _, new, _ in items],
+            [orjson.dumps(new.metadata).decode() for _, _, new, _ in items],
+            [new.idle_timeout_seconds for _, _, new, _ in items],
+            [new.max_lifetime_seconds for _, _, new, _ in items],
+            [limits.tenant for _, _, _, limits in items],
+            [limits.principal for _, _, _, limits in items],
+            [limits.client for _, _, _, limits in items],
+            headroom,
+        )
+        return [
+            InsertOutcome(
+                session=_session(record) if record["id"] is not None else None,
+                retired_reason=None,
+                tight_scopes=tuple(s for s in ("tenant", "principal", "client") if record[f"{s}_tight"]),
+            )
+            for record in records
+        ]
 
     async def lock_quota_scope(self, key: str) -> None:
         """Serialise quota decisions for one scope until the current transaction ends."""

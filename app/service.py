@@ -14,6 +14,7 @@ import orjson
 
 from app import metrics
 from app.analytics import RequestAnalytics
+from app.batching import StatementBatcher
 from app.config import MismatchStatus, QuotaPolicy, Settings
 from app.db import Database
 from app.errors import (
@@ -27,9 +28,8 @@ from app.errors import (
     ValidationFailed,
 )
 from app.quotas import QUOTA_HEADROOM, QUOTA_RETRY_AFTER_SECONDS, Quotas, TenantQuota
-from app.repository import InsertOutcome, NewSession, SessionRepository
+from app.repository import InsertOutcome, NewSession, QuotaLimits, SessionRepository, TouchOutcome
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
-from app.touch_batch import TouchBatcher
 
 # MCP: ids are visible ASCII 0x21-0x7E. We bound the length so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -90,6 +90,19 @@ def decode_cursor(cursor: str) -> str:
     return after
 
 
+TouchKey = tuple[str, str, str | None]  # tenant, session id, principal binding
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _MintedCreate:
+    """One create with a minted id, waiting for a group statement (identity-hashed: each is unique)."""
+
+    tenant: str
+    session_id: str
+    new: NewSession
+    limits: QuotaLimits
+
+
 @dataclass(frozen=True, slots=True)
 class Touched:
     id: str
@@ -104,7 +117,11 @@ class SessionService:
         self.settings = settings
         self.quotas = Quotas(settings)
         self.analytics = RequestAnalytics()
-        self.touches = TouchBatcher(db, lambda: settings.touch_granularity_seconds)
+        # Concurrent touches, and concurrent creates with minted ids, share statements (batching.py).
+        self.touches: StatementBatcher[TouchKey, TouchOutcome] = StatementBatcher(
+            self._touch_batch, conflict=lambda key: key[:2]
+        )
+        self.creates: StatementBatcher[_MintedCreate, InsertOutcome] = StatementBatcher(self._create_batch)
 
     # --- rules -----------------------------------------------------------------------------------
 
@@ -176,15 +193,26 @@ class SessionService:
         how = "created" if session_id is None else "registered"
         new_id = session_id if session_id is not None else mint_session_id()
         quota = self.quotas.for_tenant(tenant)
+        if session_id is None:  # minted: grouped with concurrent creates (batching.py)
+            outcome = await self.creates.submit(_MintedCreate(tenant, new_id, new, quota.limits))
+            if outcome.session is not None or not outcome.tight_scopes:
+                return self._finish_create(tenant, how, quota, outcome)
         async with self.db.timed(how) as connection:
             repo = SessionRepository(connection)
-            outcome = await repo.insert(
-                tenant, new_id, new, how=how, limits=quota.limits, headroom=QUOTA_HEADROOM
-            )
+            if session_id is not None:
+                outcome = await repo.insert(
+                    tenant, new_id, new, how=how, limits=quota.limits, headroom=QUOTA_HEADROOM
+                )
             if outcome.session is None and outcome.retired_reason is None and outcome.tight_scopes:
                 outcome = await self._create_near_limit(
                     repo, tenant, new_id, new, how, quota, outcome.tight_scopes
                 )
+        return self._finish_create(tenant, how, quota, outcome)
+
+    def _finish_create(
+        self, tenant: str, how: str, quota: TenantQuota, outcome: InsertOutcome
+    ) -> dict[str, Any]:
+        """The answer to a create: the session, or the problem that explains why there is none."""
         if outcome.session is None:
             if outcome.retired_reason is not None:
                 raise SessionIdRetired(outcome.retired_reason)
@@ -240,6 +268,36 @@ class SessionService:
                     metrics.count_ended(tenant, "evicted", lifetime)
         return outcome
 
+    async def _touch_batch(self, keys: list[TouchKey]) -> list[TouchOutcome]:
+        granularity = self.settings.touch_granularity_seconds
+        async with self.db.connection("touch") as connection:
+            repo = SessionRepository(connection)
+            if len(keys) == 1:
+                tenant, session_id, principal = keys[0]
+                return [
+                    await repo.touch(tenant, session_id, principal=principal, granularity_seconds=granularity)
+                ]
+            return await repo.touch_many(keys, granularity_seconds=granularity)
+
+    async def _create_batch(self, items: list[_MintedCreate]) -> list[InsertOutcome]:
+        async with self.db.connection("create") as connection:
+            repo = SessionRepository(connection)
+            if len(items) == 1:
+                item = items[0]
+                outcome = await repo.insert(
+                    item.tenant,
+                    item.session_id,
+                    item.new,
+                    how="created",
+                    limits=item.limits,
+                    headroom=QUOTA_HEADROOM,
+                )
+                return [outcome]
+            return await repo.insert_many(
+                [(item.tenant, item.session_id, item.new, item.limits) for item in items],
+                headroom=QUOTA_HEADROOM,
+            )
+
     @staticmethod
     def _scope_value(scope: str, new: NewSession) -> str | None:
         return {"tenant": None, "principal": new.principal, "client": new.client_id}[scope]
@@ -275,7 +333,7 @@ class SessionService:
         if not is_valid_session_id(session_id):
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
-        outcome = await self.touches.touch(tenant, session_id, principal)
+        outcome = await self.touches.submit((tenant, session_id, principal))
         if not outcome.found:
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound(outcome.ended_reason)

@@ -94,3 +94,36 @@ async def test_concurrent_mixed_touches_through_the_api(client_with, raw_db) -> 
         )
         assert all(row["last_seen_at"] > row["created_at"] for row in rows)
         assert Counter(row["version"] for row in rows) == Counter({1: 12})  # touches never bump versions
+
+
+CREATE_STATEMENTS = 'session_broker_db_query_duration_seconds_count{operation="create"}'
+
+
+async def test_concurrent_creates_are_grouped_and_each_is_complete(client_with, raw_db) -> None:
+    async with client_with(db_pool_max_size=4) as client:
+        before = metric_value((await client.get("/metrics")).text, CREATE_STATEMENTS)
+        bodies = [
+            {"kind": "mcp", "principal": f"user-{i % 5}", "client_id": "claude", "metadata": {"n": i}}
+            for i in range(60)
+        ]
+        responses = await asyncio.gather(
+            *(client.post("/v1/sessions", json=body, headers=auth()) for body in bodies)
+        )
+        assert [response.status_code for response in responses] == [201] * 60
+        sessions = [response.json() for response in responses]
+        assert [session["metadata"] for session in sessions] == [body["metadata"] for body in bodies]
+        assert len({session["id"] for session in sessions}) == 60
+        assert all(
+            response.headers["location"].endswith(s["id"])
+            for response, s in zip(responses, sessions, strict=True)
+        )
+        statements = metric_value((await client.get("/metrics")).text, CREATE_STATEMENTS) - before
+        assert 0 < statements < 60  # grouped
+        stats = (await client.get("/v1/stats", headers=auth())).json()
+        assert stats["created_total"] == 60 and stats["live"] == 60
+    created_events = await raw_db.fetch(
+        "SELECT session_id, data FROM session_events WHERE type = 'session.created'"
+    )
+    assert {row["session_id"] for row in created_events} == {session["id"] for session in sessions}
+    positions = await raw_db.fetchval("SELECT count(DISTINCT position) FROM session_events")
+    assert positions == 60
