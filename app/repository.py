@@ -91,6 +91,22 @@ def ended_events(source: str, ord_: int = 1) -> str:
       FROM {source}"""
 
 
+def end_chosen(chosen: str, reason: str, retention: str) -> str:
+    """The tail of a statement that ends the live sessions in CTE `chosen` (tenant, id) deliberately:
+    delete them, remember them, emit `session.ended`, and return each one's lifetime."""
+    return f"""
+, gone AS (
+    DELETE FROM sessions AS s USING {chosen} AS d
+     WHERE s.tenant = d.tenant AND s.id = d.id AND s.expires_at > now()
+    RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
+              '{reason}'::text AS reason, now() AS ended_at
+)
+{ending_effects("gone", retention)}
+{events_cte(ended_events("gone"))}
+SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
+"""
+
+
 def events_cte(*event_selects: str) -> str:
     """The one CTE of a statement that appends its lifecycle events."""
     union = "\n    UNION ALL".join(event_selects)
@@ -254,16 +270,7 @@ WITH victim AS (
        AND (SELECT count(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT $3::int) AS x) >= $3::int
      ORDER BY last_seen_at, id LIMIT 1
        FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM sessions AS s USING victim AS v
-     WHERE s.tenant = v.tenant AND s.id = v.id AND s.expires_at > now()
-    RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
-              'evicted'::text AS reason, now() AS ended_at
-)
-{ending_effects("gone", "$4")}
-{events_cte(ended_events("gone"))}
-SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
-"""
+){end_chosen("victim", "evicted", "$4")}"""
 
 
 _EVICT = {scope: _evict_statement(scope) for scope in _SCOPE_FILTERS}
@@ -396,16 +403,7 @@ WITH doomed AS (
     -- FOR UPDATE (not SKIP LOCKED): a session being touched right now must be revoked too, not skipped.
     SELECT tenant, id FROM sessions WHERE tenant = $1 AND expires_at > now(){conditions}
      ORDER BY id LIMIT $2::int FOR UPDATE
-), gone AS (
-    DELETE FROM sessions AS s USING doomed AS d
-     WHERE s.tenant = d.tenant AND s.id = d.id AND s.expires_at > now()
-    RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
-              'revoked'::text AS reason, now() AS ended_at
-)
-{ending_effects("gone", "$3")}
-{events_cte(ended_events("gone"))}
-SELECT EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds FROM gone
-"""
+){end_chosen("doomed", "revoked", "$3")}"""
 
 
 # --- rotate -------------------------------------------------------------------------------------------
