@@ -23,8 +23,8 @@ GAUGE_LOCK_KEY = 0x5E5510_6A
 # Heap blocks per counting statement (8 MB, roughly 30,000 sessions). Why chunks: a statement holds its
 # snapshot, and so the cluster-wide xmin horizon, for as long as it runs. One count over a million rows
 # held it for about a second every interval, and meanwhile PostgreSQL could not prune the versions that
-# touches leave behind, so hot pages filled up and touches stopped being HOT updates; the event stream,
-# which waits for older transactions, stalled for as long. A chunk takes a few milliseconds.
+# touches leave behind, so hot pages filled up and touches stopped being HOT updates. A chunk takes a
+# few milliseconds.
 CHUNK_BLOCKS = 1024
 
 # The claim commits at once: the replica that takes the lock marks the figures as being refreshed, so
