@@ -14,7 +14,13 @@ import pytest
 
 from app import fleet_gauges
 from app.db import Database
-from app.purge import PURGE_LOCK_KEY, purge_once
+from app.purge import (
+    _PURGE_EVENTS,
+    _PURGE_SESSIONS,
+    _PURGE_TOMBSTONES,
+    PURGE_LOCK_KEY,
+    purge_once,
+)
 from tests.conftest import ADMIN_KEY, GLOBEX_KEY, ROOT, auth, make_settings
 from tests.test_sessions_api import assert_problem, create, path
 from tests.test_touch import age
@@ -87,6 +93,34 @@ async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
     assert len(session_batches) >= 40  # bounded: never one giant DELETE
     assert await raw_db.fetchval("SELECT count(*) FROM session_tombstones WHERE tenant = 'bulk'") == 200_000
     assert await raw_db.fetchval("SELECT count(*) FROM session_events WHERE tenant = 'bulk'") == 200_000
+
+
+async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> None:
+    # A key join back to the candidates let the planner hash a sequential scan of the whole table on every
+    # batch; each DELETE must find its rows directly (TID scan), whatever the table's size.
+    await raw_db.execute(
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+           SELECT 'bulk', 'id-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
+                  now() - interval '2 hours', now() + (n % 2 * 2 - 1) * interval '1 hour',
+                  now() + (n % 2 * 2 - 1) * interval '50 minutes'
+             FROM generate_series(1, 20000) AS n;
+           INSERT INTO session_tombstones (tenant, id, reason, ended_at, forget_after)
+           SELECT 'bulk', 'gone-' || n, 'deleted', now() - interval '2 days',
+                  now() + (n % 2 * 2 - 1) * interval '1 hour'
+             FROM generate_series(1, 20000) AS n;
+           INSERT INTO session_events (position, tenant, type, session_id, occurred_at, data)
+           SELECT n, 'bulk', 'session.ended', 'gone-' || n, now() - (n % 2 * 3) * interval '1 day', '{}'
+             FROM generate_series(1, 20000) AS n;
+           ANALYZE sessions, session_tombstones, session_events"""
+    )
+    for table, statement, args in (
+        ("sessions", _PURGE_SESSIONS, (5000, 86400)),
+        ("session_tombstones", _PURGE_TOMBSTONES, (5000,)),
+        ("session_events", _PURGE_EVENTS, (5000, 86400)),
+    ):
+        plan = "\n".join(row[0] for row in await raw_db.fetch("EXPLAIN " + statement, *args))
+        assert f"Tid Scan on {table}" in plan and f"Seq Scan on {table}" not in plan, plan
 
 
 async def test_purge_is_skipped_while_another_replica_holds_the_lock(client, raw_db, db) -> None:
