@@ -132,8 +132,13 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86400, description="mean pause between purge runs (jittered)"
     )
     purge_batch_size: int = Field(5000, ge=1, le=100000, description="rows per purge transaction")
+    purge_max_rows_per_second: float = Field(
+        25000.0,
+        ge=0,
+        description="pace a purge run to at most this many deleted rows per second (0: unlimited)",
+    )
     purge_time_budget_seconds: float = Field(
-        10.0, gt=0, le=3600, description="a purge run stops after this long"
+        30.0, gt=0, le=3600, description="a purge run stops after this long"
     )
     stats_refresh_seconds: float = Field(
         15.0, gt=0, le=3600, description="how often one replica recounts live sessions for the fleet gauges"

@@ -458,13 +458,13 @@ def scenario_d(ctx: Ctx) -> None:
     def purge(_port: int) -> dict[str, Any]:
         return purge_once(min(1.0, ctx.duration / 4))
 
-    def purge_once(delay: float) -> dict[str, Any]:
+    def purge_once(delay: float, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
         time.sleep(delay)
         t0 = time.perf_counter()
         done = subprocess.run(
             custom if custom is not None else [str(ctx.broker), "purge"],
             shell=custom is not None,
-            env=purge_env,
+            env={**purge_env, **(extra_env or {})},
             cwd=infra.REPO_DIR,
             capture_output=True,
             text=True,
@@ -479,14 +479,15 @@ def scenario_d(ctx: Ctx) -> None:
         }
 
     def then(port: int, child: infra.Child, store_pid: int | None, argv_for: Any) -> list[dict[str, Any]]:
-        # first the purge alone (service idle), to tell its own speed from the cost of contention
+        # first the purge alone (service idle) and unpaced, to tell its own speed from the cost of contention;
+        # under load it then runs with the service's default pacing (SESSION_BROKER_PURGE_MAX_ROWS_PER_SECOND)
         run(
             infra.load_sessions(
                 ctx.pg.url, TENANT, [secrets.token_urlsafe(32) for _ in range(EXPIRED_ROWS)], expired=True
             )
         )
         before = run(infra.count_purgeable(ctx.pg.url))
-        alone = purge_once(0.0)
+        alone = purge_once(0.0, {"SESSION_BROKER_PURGE_MAX_ROWS_PER_SECOND": "0"})
         left = run(infra.count_purgeable(ctx.pg.url))
         reported = _purge_report(alone.get("purge_output", ""))
         seconds = (reported or {}).get("seconds") or alone.get("purge_s")
@@ -499,7 +500,7 @@ def scenario_d(ctx: Ctx) -> None:
                 "rows_per_s": round((before - left) / seconds, 1) if seconds else None,
             }
         )
-        log(f"  purge alone (no load): {before - left:,} rows in {seconds} s")
+        log(f"  purge alone (no load, unpaced): {before - left:,} rows in {seconds} s")
         secs = run(
             infra.load_sessions(
                 ctx.pg.url, TENANT, [secrets.token_urlsafe(32) for _ in range(EXPIRED_ROWS)], expired=True
@@ -812,7 +813,7 @@ def render(ctx: Ctx, checks: list[dict[str, Any]]) -> str:
             )
             for alone in ctx.extra.get("purge_alone", [])[:1] if row.get("round", 0) == 0 else []:
                 out.append(
-                    f"  (d) purge alone (no touch load): removed {alone['purged_rows']:,} of "
+                    f"  (d) purge alone (no touch load, unpaced): removed {alone['purged_rows']:,} of "
                     f"{alone['purgeable_before']:,} rows, {alone['rows_per_s'] or 0:,.0f} rows/s"
                 )
         for name, check in (row.get("contract") or {}).items():

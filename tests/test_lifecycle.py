@@ -85,7 +85,9 @@ async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
                   now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
              FROM generate_series(1, 200000) AS n"""
     )
-    settings = make_settings(purge_batch_size=5000, purge_time_budget_seconds=300)
+    settings = make_settings(
+        purge_batch_size=5000, purge_time_budget_seconds=300, purge_max_rows_per_second=0
+    )
     result = await purge_once(db, settings)
     assert result.deleted["sessions"] == 200_000
     assert await raw_db.fetchval("SELECT count(*) FROM sessions") == 0
@@ -93,6 +95,41 @@ async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
     assert len(session_batches) >= 40  # bounded: never one giant DELETE
     assert await raw_db.fetchval("SELECT count(*) FROM session_tombstones WHERE tenant = 'bulk'") == 200_000
     assert await raw_db.fetchval("SELECT count(*) FROM session_events WHERE tenant = 'bulk'") == 200_000
+
+
+async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
+    await raw_db.execute(
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+           SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
+                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
+             FROM generate_series(1, $1::int) AS n""",
+        count,
+    )
+
+
+async def test_purge_is_paced_to_its_rate_limit(raw_db, db) -> None:
+    await expired_rows(raw_db, 3000)
+    settings = make_settings(purge_batch_size=500, purge_max_rows_per_second=2000)
+    result = await purge_once(db, settings)
+    assert result.deleted["sessions"] == 3000
+    # After its sixth batch the run has deleted 3,000 rows: at 2,000 rows/s that is 1.5 s at the earliest.
+    assert result.seconds >= 1.45, result.seconds
+    gaps = [b[0] - a[1] for a, b in zip(result.batch_windows, result.batch_windows[1:], strict=False)]
+    assert max(gap.total_seconds() for gap in gaps) >= 0.1  # it waited between batches, not at the end
+
+
+async def test_purge_pacing_never_outlasts_the_time_budget(raw_db, db) -> None:
+    await expired_rows(raw_db, 3000)
+    settings = make_settings(
+        purge_batch_size=500, purge_max_rows_per_second=500, purge_time_budget_seconds=1.0
+    )
+    result = await purge_once(db, settings)
+    assert 500 <= result.deleted["sessions"] < 3000
+    assert result.seconds < 2.0, result.seconds
+    # Unlimited (0) runs flat out: the rest goes in one run, with no sleeping to speak of.
+    rest = await purge_once(db, make_settings(purge_batch_size=500, purge_max_rows_per_second=0))
+    assert result.deleted["sessions"] + rest.deleted["sessions"] == 3000
 
 
 async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> None:
