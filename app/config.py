@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     purge_interval_seconds: float = Field(
         30.0, gt=0, le=86400, description="mean pause between purge runs (jittered)"
     )
-    purge_batch_size: int = Field(5000, ge=1, le=100000, description="rows per purge transaction")
+    purge_batch_size: int = Field(1000, ge=1, le=100000, description="rows per purge transaction")
     purge_max_rows_per_second: float = Field(
         25000.0,
         ge=0,
