@@ -467,7 +467,18 @@ async def table_stats(url: str, wait_for_clients: bool = True) -> dict[str, int]
             "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, n_live_tup, n_dead_tup "
             "FROM pg_stat_user_tables WHERE relname = 'sessions'"
         )
-        return dict(row) if row else {}
+        # WAL volume and full-page images explain latency that grows with the table: right after a
+        # checkpoint the first write to each page logs the whole 8 kB page.
+        checkpoints = (
+            "(SELECT num_timed + num_requested FROM pg_stat_checkpointer)"  # PostgreSQL 17+
+            if int(await conn.fetchval("SHOW server_version_num")) >= 170000
+            else "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)"
+        )
+        wal = await conn.fetchrow(
+            "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
+            f"{checkpoints} AS checkpoints FROM pg_stat_wal"
+        )
+        return {**(dict(row) if row else {}), **(dict(wal) if wal else {})}
     finally:
         await conn.close()
 

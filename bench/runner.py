@@ -252,6 +252,10 @@ def measure(
         for k in ("n_tup_ins", "n_tup_upd", "n_tup_hot_upd", "n_tup_del")
     }
     row["table_delta"] = delta  # whole server lifetime: contract checks + warm-up + measurement
+    row["wal_delta"] = {
+        k: stats_after.get(k, 0) - stats_before.get(k, 0)
+        for k in ("wal_records", "wal_fpi", "wal_bytes", "checkpoints")
+    }
     row["hot_ratio"] = round(delta["n_tup_hot_upd"] / delta["n_tup_upd"], 4) if delta["n_tup_upd"] else None
     for r in rows:
         ctx.rows.append(r)
@@ -260,6 +264,12 @@ def measure(
             f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']}, app {r.get('app_cpu_us_per_req')} us/req, "
             f"db {r.get('db_cpu_us_per_req')} us/req, rss {r.get('rss_mb')} MB"
         )
+    wal = row["wal_delta"]
+    log(
+        f"  server lifetime: {delta['n_tup_upd']:,} updates, WAL {wal['wal_bytes'] / 2**20:.1f} MB in "
+        f"{wal['wal_records']:,} records, {wal['wal_fpi']:,} full-page images, "
+        f"{wal['checkpoints']} checkpoint(s)"
+    )
     return row
 
 
