@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         le=86400,
         description="a touch writes only if it moves expiry by ≥ min(this, idle timeout / 10); 0: always",
     )
+    touch_synchronous_commit: bool = Field(
+        False,
+        description="a touch waits for its WAL flush (and synchronous standbys); false: it commits "
+        "asynchronously, so a database crash can undo the last moments' touches (expiry stays where it was)",
+    )
     max_metadata_bytes: int = Field(
         65536, ge=2, le=16 * 1024 * 1024, description="limit on a session's metadata as JSON (413 past it)"
     )
@@ -131,7 +136,7 @@ class Settings(BaseSettings):
     purge_interval_seconds: float = Field(
         30.0, gt=0, le=86400, description="mean pause between purge runs (jittered)"
     )
-    purge_batch_size: int = Field(1000, ge=1, le=100000, description="rows per purge transaction")
+    purge_batch_size: int = Field(5000, ge=1, le=100000, description="rows per purge transaction")
     purge_max_rows_per_second: float = Field(
         25000.0,
         ge=0,

@@ -278,6 +278,13 @@ WITH victim AS (
 _EVICT = {scope: _evict_statement(scope) for scope in _SCOPE_FILTERS}
 
 # --- touch --------------------------------------------------------------------------------------------
+# When $5 is true a touch commits asynchronously: `set_config(..., true)` lasts until the end of the
+# statement's own transaction, and the commit reads it. A touch then never waits for the WAL flush, which
+# under load is mostly other transactions' WAL (a purge writes ~1.3 kB per row). A database crash can undo
+# the touch writes of its last moments (at most 3 x wal_writer_delay); those sessions keep the expiry
+# they had before, as if that touch had been throttled or lost on the network. Nothing else is async.
+ASYNC_COMMIT = "CASE WHEN $5::boolean THEN set_config('synchronous_commit', 'off', true) END"
+
 # One statement: the live row's target expiry, a write only if it moves expiry by the threshold (and
 # the principal matches), and, when there is no live row, why it ended. $4 = granularity seconds.
 _TOUCH_SESSION = f"""
@@ -306,7 +313,7 @@ WITH current AS (
 SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
        c.target - c.expires_at >= c.threshold AS due,
        CASE WHEN c.expires_at IS NULL THEN {_ENDED_REASON} END AS ended_reason
-  FROM (SELECT 1) AS one LEFT JOIN current AS c ON true LEFT JOIN touched AS t ON true
+  FROM (SELECT {ASYNC_COMMIT}) AS commit_mode LEFT JOIN current AS c ON true LEFT JOIN touched AS t ON true
 """
 
 # Many touches in one statement (see touch_batch.py). $1/$2/$3 parallel arrays of tenant, id, principal;
@@ -347,7 +354,8 @@ SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expire
            (SELECT tb.reason FROM session_tombstones AS tb
              WHERE tb.tenant = r.tenant AND tb.id = r.id AND tb.forget_after > now()))
        END AS ended_reason
-  FROM req AS r LEFT JOIN current AS c ON c.n = r.n LEFT JOIN touched AS t ON t.n = r.n
+  FROM (SELECT {ASYNC_COMMIT}) AS commit_mode CROSS JOIN req AS r
+  LEFT JOIN current AS c ON c.n = r.n LEFT JOIN touched AS t ON t.n = r.n
  ORDER BY r.n
 """
 
@@ -631,14 +639,22 @@ class SessionRepository:
         return float(result) if result is not None else None
 
     async def touch(
-        self, tenant: str, session_id: str, *, principal: str | None, granularity_seconds: float
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        principal: str | None,
+        granularity_seconds: float,
+        async_commit: bool,
     ) -> TouchOutcome:
-        record = await self.db.fetchrow(_TOUCH_SESSION, tenant, session_id, principal, granularity_seconds)
+        record = await self.db.fetchrow(
+            _TOUCH_SESSION, tenant, session_id, principal, granularity_seconds, async_commit
+        )
         assert record is not None
         return _touch_outcome(record)
 
     async def touch_many(
-        self, keys: list[tuple[str, str, str | None]], *, granularity_seconds: float
+        self, keys: list[tuple[str, str, str | None]], *, granularity_seconds: float, async_commit: bool
     ) -> list[TouchOutcome]:
         """Touch several distinct sessions in one statement; outcomes in the order of `keys`."""
         records = await self.db.fetch(
@@ -647,6 +663,7 @@ class SessionRepository:
             [key[1] for key in keys],
             [key[2] for key in keys],
             granularity_seconds,
+            async_commit,
         )
         return [_touch_outcome(record) for record in records]
 

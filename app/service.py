@@ -270,14 +270,20 @@ class SessionService:
 
     async def _touch_batch(self, keys: list[TouchKey]) -> list[TouchOutcome]:
         granularity = self.settings.touch_granularity_seconds
+        async_commit = not self.settings.touch_synchronous_commit
         async with self.db.connection("touch") as connection:
             repo = SessionRepository(connection)
             if len(keys) == 1:
                 tenant, session_id, principal = keys[0]
-                return [
-                    await repo.touch(tenant, session_id, principal=principal, granularity_seconds=granularity)
-                ]
-            return await repo.touch_many(keys, granularity_seconds=granularity)
+                outcome = await repo.touch(
+                    tenant,
+                    session_id,
+                    principal=principal,
+                    granularity_seconds=granularity,
+                    async_commit=async_commit,
+                )
+                return [outcome]
+            return await repo.touch_many(keys, granularity_seconds=granularity, async_commit=async_commit)
 
     async def _create_batch(self, items: list[_MintedCreate]) -> list[InsertOutcome]:
         async with self.db.connection("create") as connection:

@@ -335,7 +335,7 @@ SESSION_COLUMNS = [
 ]
 
 # Server settings applied to the embedded server (ALTER SYSTEM + restart). Everything else is default.
-EMBEDDED_SETTINGS = {"shared_buffers": "1GB", "max_connections": "200"}
+EMBEDDED_SETTINGS = {"shared_buffers": "1GB", "max_connections": "200", "max_wal_size": "4GB"}
 
 
 class Postgres:
@@ -372,17 +372,7 @@ class Postgres:
         try:
             changed = False
             for name, value in EMBEDDED_SETTINGS.items():
-                current = await conn.fetchval("SELECT setting FROM pg_settings WHERE name = $1", name)
-                wanted = (
-                    await conn.fetchval("SELECT pg_size_bytes($1)", value)
-                    if name == "shared_buffers"
-                    else None
-                )
-                if name == "shared_buffers":
-                    block = await conn.fetchval("SELECT current_setting('block_size')::int")
-                    if int(current) * block == wanted:
-                        continue
-                elif current == value:
+                if await conn.fetchval("SELECT current_setting($1)", name) == value:
                     continue
                 await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
                 changed = True
@@ -478,7 +468,12 @@ async def table_stats(url: str, wait_for_clients: bool = True) -> dict[str, int]
             "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
             f"{checkpoints} AS checkpoints FROM pg_stat_wal"
         )
-        return {**(dict(row) if row else {}), **(dict(wal) if wal else {})}
+        # Autovacuum runs of the tables the purge writes (sessions, tombstones, events) cost CPU too.
+        vacuums = await conn.fetchval(
+            "SELECT sum(autovacuum_count + autoanalyze_count) FROM pg_stat_user_tables "
+            "WHERE relname IN ('sessions', 'session_tombstones', 'session_events')"
+        )
+        return {**(dict(row) if row else {}), **(dict(wal) if wal else {}), "autovacuums": vacuums or 0}
     finally:
         await conn.close()
 

@@ -254,7 +254,7 @@ def measure(
     row["table_delta"] = delta  # whole server lifetime: contract checks + warm-up + measurement
     row["wal_delta"] = {
         k: stats_after.get(k, 0) - stats_before.get(k, 0)
-        for k in ("wal_records", "wal_fpi", "wal_bytes", "checkpoints")
+        for k in ("wal_records", "wal_fpi", "wal_bytes", "checkpoints", "autovacuums")
     }
     row["hot_ratio"] = round(delta["n_tup_hot_upd"] / delta["n_tup_upd"], 4) if delta["n_tup_upd"] else None
     for r in rows:
@@ -268,7 +268,7 @@ def measure(
     log(
         f"  server lifetime: {delta['n_tup_upd']:,} updates, WAL {wal['wal_bytes'] / 2**20:.1f} MB in "
         f"{wal['wal_records']:,} records, {wal['wal_fpi']:,} full-page images, "
-        f"{wal['checkpoints']} checkpoint(s)"
+        f"{wal['checkpoints']} checkpoint(s), {wal['autovacuums']} autovacuum/analyze run(s)"
     )
     return row
 

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 
 from app.db import Database
 from app.repository import SessionRepository
@@ -41,7 +42,9 @@ async def test_touch_many_answers_each_row_like_a_single_touch(
     await db.open()
     try:
         async with db.connection() as connection:
-            outcomes = await SessionRepository(connection).touch_many(keys, granularity_seconds=60)
+            outcomes = await SessionRepository(connection).touch_many(
+                keys, granularity_seconds=60, async_commit=True
+            )
     finally:
         await db.close()
     summary = [(o.found, o.written, o.due, o.ended_reason) for o in outcomes]
@@ -127,3 +130,39 @@ async def test_concurrent_creates_are_grouped_and_each_is_complete(client_with, 
     assert {row["session_id"] for row in created_events} == {session["id"] for session in sessions}
     positions = await raw_db.fetchval("SELECT count(DISTINCT position) FROM session_events")
     assert positions == 60
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["single", "grouped"])
+@pytest.mark.parametrize("async_commit", [True, False], ids=["async", "synchronous"])
+async def test_touch_statements_choose_their_own_commit_mode(
+    client: httpx.AsyncClient, database_url: str, raw_db, many: bool, async_commit: bool
+) -> None:
+    session = await create(client)
+    db = Database(make_settings(), database_url)
+    await db.open()
+    try:
+        async with db.connection() as connection, connection.transaction():
+            # Inside an explicit transaction the statement's local setting is still visible afterwards:
+            # exactly what its own implicit transaction's commit reads.
+            repo = SessionRepository(connection)
+            if many:
+                outcomes = await repo.touch_many(
+                    [("acme", session["id"], None), ("acme", "x", None)],
+                    granularity_seconds=0,
+                    async_commit=async_commit,
+                )
+            else:
+                outcomes = [
+                    await repo.touch(
+                        "acme",
+                        session["id"],
+                        principal=None,
+                        granularity_seconds=0,
+                        async_commit=async_commit,
+                    )
+                ]
+            assert outcomes[0].written
+            mode = await connection.fetchval("SHOW synchronous_commit")
+    finally:
+        await db.close()
+    assert mode == ("off" if async_commit else "on")
