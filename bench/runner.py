@@ -1005,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "wrk": infra.tool_version(["wrk", "-v"]),
         },
-        "service": {"available": broker is not None, "git_head": _git_head()},
+        "service": {"available": broker is not None, "git_head": _git_head(), "git_dirty": _git_dirty()},
         "latency_note": CO_NOTE,
         "repeat": args.repeat,
         "summary": ctx.summary,
@@ -1023,6 +1023,21 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwritten {out} in {result['elapsed_s']:.0f} s")
     return 1 if any("ERROR" in n or "INTERRUPTED" in n for n in ctx.notes) else 0
+
+
+def _git_dirty() -> bool | None:
+    """True when tracked files differ from HEAD: the result then does not describe that commit alone."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=infra.REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    return bool(done.stdout.strip()) if done.returncode == 0 else None
 
 
 def _git_head() -> str:
