@@ -39,7 +39,10 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock($1::bigint) AS locked, clock_times
 # Every purge DELETE names its rows by ctid (`ctid = ANY(ARRAY(...))`, a TID scan), not by joining the
 # candidates back on their key: for a join the planner hashed a sequential scan of the whole table on every
 # batch, which was more than half of a batch's time at a million sessions. The ctids are stable because
-# the candidates are locked (`FOR UPDATE`) by the same transaction until it commits.
+# the candidates are locked (`FOR UPDATE`) by the same transaction until it commits. A candidate that
+# another transaction updated after this statement's snapshot is locked in its newer version, which the
+# TID scan cannot see: it is left for a later batch, which is harmless here (only a takeover by register
+# updates an expired row, and that row is live again), but is why revocation keeps its key join.
 _PURGE_SESSIONS = f"""
 WITH doomed AS (
     SELECT ctid FROM sessions WHERE purge_after <= now()

@@ -92,14 +92,17 @@ def ended_events(source: str, ord_: int = 1) -> str:
 
 
 def end_chosen(chosen: str, reason: str, retention: str) -> str:
-    """The tail of a statement that ends the live sessions in CTE `chosen` deliberately: delete them,
-    remember them, emit `session.ended`, and return each one's lifetime. `chosen` yields the `ctid`s of
-    rows it locked FOR UPDATE, so the DELETE is a TID scan whatever the planner thinks of a key join
-    (see purge.py for the full-table hash join that a key join turned into)."""
+    """The tail of a statement that ends the live sessions in CTE `chosen` (tenant, id) deliberately:
+    delete them, remember them, emit `session.ended`, and return each one's lifetime.
+
+    Joined on the key, not by ctid as the purge does: when `chosen` waited for a concurrent touch and
+    locked the version it wrote, that version is newer than this statement's snapshot, so a TID scan
+    would not see it and the session would survive its revocation. The key join finds the old version
+    and follows the update chain to the locked one."""
     return f"""
 , gone AS (
-    DELETE FROM sessions AS s
-     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM {chosen})) AND s.expires_at > now()
+    DELETE FROM sessions AS s USING {chosen} AS d
+     WHERE s.tenant = d.tenant AND s.id = d.id AND s.expires_at > now()
     RETURNING s.tenant, s.id, s.kind, s.principal, s.client_id, s.created_at,
               '{reason}'::text AS reason, now() AS ended_at
 )
@@ -267,7 +270,7 @@ def _evict_statement(scope: str) -> str:
     where = f"tenant = $1 AND expires_at > now(){_SCOPE_FILTERS[scope]}"
     return f"""
 WITH victim AS (
-    SELECT ctid FROM sessions
+    SELECT tenant, id FROM sessions
      WHERE {where}
        AND (SELECT count(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT $3::int) AS x) >= $3::int
      ORDER BY last_seen_at, id LIMIT 1
@@ -411,7 +414,7 @@ def _revoke_statement(filters: tuple[str, ...]) -> str:
     return f"""
 WITH doomed AS (
     -- FOR UPDATE (not SKIP LOCKED): a session being touched right now must be revoked too, not skipped.
-    SELECT ctid FROM sessions WHERE tenant = $1 AND expires_at > now(){conditions}
+    SELECT tenant, id FROM sessions WHERE tenant = $1 AND expires_at > now(){conditions}
      ORDER BY id LIMIT $2::int FOR UPDATE
 ){end_chosen("doomed", "revoked", "$3")}"""
 

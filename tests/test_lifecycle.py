@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app import fleet_gauges
-from app.db import Database
+from app.db import Database, asyncpg_dsn
 from app.purge import (
     _PURGE_EVENTS,
     _PURGE_SESSIONS,
@@ -303,6 +303,35 @@ async def test_revoke_all_sessions_of_a_principal(client: httpx.AsyncClient, raw
     assert again.json() == {"revoked": 0}  # idempotent under retries
     stats = (await client.get("/v1/stats", headers=auth())).json()
     assert stats["ended_total"]["revoked"] == 3
+
+
+async def test_revoke_waits_for_a_concurrent_touch_and_still_ends_the_session(
+    client: httpx.AsyncClient, raw_db, database_url: str
+) -> None:
+    session = await create(client, principal="alice")
+    # A touch of that session is in flight: it holds the row lock when the revocation starts.
+    toucher = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        touching = toucher.transaction()
+        await touching.start()
+        await toucher.execute(
+            "UPDATE sessions SET last_seen_at = now(), expires_at = expires_at + interval '1 second' "
+            "WHERE id = $1",
+            session["id"],
+        )
+        revoking = asyncio.create_task(
+            client.delete("/v1/sessions", params={"principal": "alice"}, headers=auth())
+        )
+        await asyncio.sleep(0.5)
+        assert not revoking.done()  # waiting for the touch's lock, not skipping the session
+        await touching.commit()
+        response = await revoking
+    finally:
+        await toucher.close()
+    # The revocation's snapshot predates the touch's new row version; it must end that version anyway.
+    assert response.json() == {"revoked": 1}
+    body = assert_problem(await client.get(path(session["id"]), headers=auth()), 404, "session-not-found")
+    assert body["reason"] == "revoked"
 
 
 async def test_revoke_by_client_and_owner_together(client: httpx.AsyncClient) -> None:
