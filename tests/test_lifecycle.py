@@ -76,15 +76,20 @@ async def test_purge_deletes_expired_sessions_with_tombstone_event_and_counter(
     assert stats["ended_total"]["expired_idle"] == 1 and stats["live"] == 1
 
 
-async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
+async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
+    """`count` sessions of tenant `bulk`, past expiry and past their purge_after step."""
     await raw_db.execute(
         """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds,
-                                 created_at, last_seen_at, expires_at, purge_after)
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
            SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
                   now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
-             FROM generate_series(1, 200000) AS n"""
+             FROM generate_series(1, $1::int) AS n""",
+        count,
     )
+
+
+async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
+    await expired_rows(raw_db, 200_000)
     settings = make_settings(
         purge_batch_size=5000, purge_time_budget_seconds=300, purge_max_rows_per_second=0
     )
@@ -95,17 +100,6 @@ async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
     assert len(session_batches) >= 40  # bounded: never one giant DELETE
     assert await raw_db.fetchval("SELECT count(*) FROM session_tombstones WHERE tenant = 'bulk'") == 200_000
     assert await raw_db.fetchval("SELECT count(*) FROM session_events WHERE tenant = 'bulk'") == 200_000
-
-
-async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
-    await raw_db.execute(
-        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
-           SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
-                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
-             FROM generate_series(1, $1::int) AS n""",
-        count,
-    )
 
 
 async def test_purge_is_paced_to_its_rate_limit(raw_db, db) -> None:
@@ -174,14 +168,7 @@ async def test_purge_is_skipped_while_another_replica_holds_the_lock(client, raw
 async def test_two_purgers_never_work_at_the_same_time_and_delete_everything_once(
     database_url: str, raw_db
 ) -> None:
-    await raw_db.execute(
-        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds,
-                                 created_at, last_seen_at, expires_at, purge_after)
-           SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
-                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
-             FROM generate_series(1, 20000) AS n"""
-    )
+    await expired_rows(raw_db, 20_000)
     settings = make_settings(purge_batch_size=500, purge_time_budget_seconds=120)
     first, second = Database(settings, database_url), Database(settings, database_url)
     await first.open()
