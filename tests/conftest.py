@@ -174,13 +174,17 @@ def stop_server(server: LiveServer) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real uvicorn process serving the app on the test database (tenant `acme`'s key in `.api_key`)."""
+    """A real uvicorn process serving the app on the test database (tenant `acme`'s key in `.api_key`).
+
+    It lives for the whole session next to every other test, so it must not purge: its loop (every
+    15-45 s) would delete rows that purge tests expire on purpose and race their own purge runs."""
     log_path = tmp_path_factory.mktemp("live") / "server.log"
     server = start_server(
         {
             "SESSION_BROKER_DATABASE_URL": database_url,
             "SESSION_BROKER_API_KEYS": API_KEYS,
             "SESSION_BROKER_ADMIN_API_KEYS": ADMIN_KEY,
+            "SESSION_BROKER_PURGE_ENABLED": "false",
         },
         log_path,
     )
