@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import running_client
+from tests.helpers import running_client
 
 
 @pytest.fixture(params=[True, False], ids=["hot-path", "fastapi-route"])

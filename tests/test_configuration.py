@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from app.config import ConfigurationError, load_settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,7 @@ import pytest
 
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
-from tests.conftest import auth, running_client
-from tests.test_sessions_api import assert_problem, path
+from tests.helpers import assert_problem, auth, path, running_client
 
 pytestmark = pytest.mark.outage
 FAST_FAIL = {

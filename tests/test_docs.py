@@ -6,7 +6,7 @@ import re
 
 from app.config import ENV_PREFIX, Settings
 from scripts.settings_table import readme_with_table
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -7,9 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import auth
-from tests.test_sessions_api import assert_problem, create, path
-from tests.test_touch import age
+from tests.helpers import age, assert_problem, auth, create, path
 
 
 async def test_an_idle_expired_session_does_not_exist_for_any_call(client: httpx.AsyncClient, raw_db) -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.db import asyncpg_dsn
-from tests.conftest import ADMIN_KEY, LiveServer, start_server, stop_server
+from tests.helpers import ADMIN_KEY, LiveServer, start_server, stop_server
 
 TENANTS = {name: f"{name}-key-0123456789abcdef" for name in ("events", "resume", "gap", "purging", "quota")}
 SECRET = "s3cr3t-value-never-in-events"

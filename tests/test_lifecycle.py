@@ -21,9 +21,7 @@ from app.purge import (
     PURGE_LOCK_KEY,
     purge_once,
 )
-from tests.conftest import ADMIN_KEY, GLOBEX_KEY, ROOT, auth, make_settings
-from tests.test_sessions_api import assert_problem, create, path
-from tests.test_touch import age
+from tests.helpers import ADMIN_KEY, GLOBEX_KEY, ROOT, age, assert_problem, auth, create, make_settings, path
 
 
 async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[str, dict]]:

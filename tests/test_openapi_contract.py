@@ -11,7 +11,7 @@ from app.cli import build_parser
 from app.errors import ALL_PROBLEMS
 from app.main import create_app
 from app.openapi_docs import openapi_yaml
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

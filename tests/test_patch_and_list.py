@@ -7,8 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import auth
-from tests.test_sessions_api import assert_problem, create, path
+from tests.helpers import assert_problem, auth, create, path
 
 MERGE = {"content-type": "application/merge-patch+json"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import running_client, start_server, stop_server
+from tests.helpers import running_client, start_server, stop_server
 
 
 def test_serve_starts_embedded_postgres_migrates_and_sessions_survive_a_restart(tmp_path: Path) -> None:

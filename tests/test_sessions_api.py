@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
-from tests.conftest import auth
+from tests.helpers import PROBLEM, assert_problem, auth, create, path
 
-PROBLEM = "application/problem+json"
 AWKWARD_IDS = [
     "a/b",
     "what?x=1",
@@ -25,26 +23,6 @@ AWKWARD_IDS = [
     "!",
     "x" * 255,
 ]
-
-
-def path(session_id: str) -> str:
-    return "/v1/sessions/" + quote(session_id, safe="")
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"] == f"urn:session-broker:problem:{slug}"
-    assert body["title"] and body["detail"]
-    return body
-
-
-async def create(client: httpx.AsyncClient, **body: object) -> dict:
-    response = await client.post("/v1/sessions", json=body, headers=auth())
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_create_mints_a_url_safe_256_bit_id_and_returns_location_and_etag(

@@ -7,8 +7,7 @@ import pytest
 
 from app.auth import KeyRing
 from app.config import ConfigurationError
-from tests.conftest import ADMIN_KEY, GLOBEX_KEY, make_settings, running_client
-from tests.test_sessions_api import assert_problem, create, path
+from tests.helpers import ADMIN_KEY, GLOBEX_KEY, assert_problem, create, make_settings, path, running_client
 
 
 def bearer(key: str) -> dict[str, str]:

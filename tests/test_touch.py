@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import httpx
@@ -11,24 +11,7 @@ import pytest
 
 from app.db import asyncpg_dsn
 from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
-from tests.conftest import auth
-from tests.test_sessions_api import assert_problem, create, path
-
-
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-async def age(raw_db: asyncpg.Connection, session_id: str, seconds: float) -> None:
-    """Pretend the session was last seen `seconds` ago (moves every timestamp back together)."""
-    await raw_db.execute(
-        """UPDATE sessions SET created_at = created_at - $2 * interval '1 second',
-                               last_seen_at = last_seen_at - $2 * interval '1 second',
-                               expires_at = expires_at - $2 * interval '1 second'
-            WHERE tenant = 'acme' AND id = $1""",
-        session_id,
-        seconds,
-    )
+from tests.helpers import age, assert_problem, auth, create, metric_value, path, ts
 
 
 async def updates_of_sessions_table(raw_db: asyncpg.Connection) -> int:
@@ -181,14 +164,6 @@ async def test_concurrent_touches_all_succeed_and_expiry_only_grows(client_with,
 
 
 TOOLS_CALL = 'session_broker_gateway_requests_total{method="tools/call",tenant="acme"}'
-
-
-def metric_value(text: str, series: str) -> float:
-    """A sample's value in Prometheus text (0 when the series is absent: the registry is per process)."""
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 async def test_touch_analytics_reach_stats_fleet_wide_without_a_write_per_touch(client_with, raw_db) -> None:

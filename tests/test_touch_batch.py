@@ -10,9 +10,7 @@ import pytest
 
 from app.db import Database
 from app.repository import SessionRepository
-from tests.conftest import auth, make_settings
-from tests.test_sessions_api import create, path
-from tests.test_touch import age, metric_value
+from tests.helpers import age, auth, create, make_settings, metric_value, path
 
 TOUCH_STATEMENTS = 'session_broker_db_query_duration_seconds_count{operation="touch"}'
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, LiveServer
+from tests.helpers import ROOT, LiveServer
 
 MAX_EXAMPLES = "40"
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import API_KEYS, start_server, stop_server
+from tests.helpers import API_KEYS, start_server, stop_server
 
 from .dashboard_exprs import load_alert_rules, load_dashboard, panels, to_promql
 

@@ -1,0 +1,166 @@
+"""Helpers shared by test modules: keys, request shorthands, a real server process, polling.
+
+Fixtures live in `conftest.py` files; plain functions and constants live here, so no test module
+imports from another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import httpx
+
+from app.config import Settings, load_settings
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+ACME_KEY = "acme-key-0123456789abcdef"
+GLOBEX_KEY = "globex-key-0123456789abcdef"
+ADMIN_KEY = "admin-key-0123456789abcdef"
+API_KEYS = f"acme={ACME_KEY},globex={GLOBEX_KEY}"
+PROBLEM = "application/problem+json"
+
+
+def auth(key: str = ACME_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"api_keys": API_KEYS, "admin_api_keys": ADMIN_KEY, "log_format": "text"}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@asynccontextmanager
+async def running_client(
+    url: str, hot_paths: bool = True, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app with its lifespan, over httpx's ASGI transport (`client.app` is the app)."""
+    app = create_app(make_settings(**overrides), database_url=url, hot_paths=hot_paths)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+def path(session_id: str) -> str:
+    return "/v1/sessions/" + quote(session_id, safe="")
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"] == f"urn:session-broker:problem:{slug}"
+    assert body["title"] and body["detail"]
+    return body
+
+
+async def create(client: httpx.AsyncClient, **body: object) -> dict:
+    response = await client.post("/v1/sessions", json=body, headers=auth())
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def age(raw_db: asyncpg.Connection, session_id: str, seconds: float) -> None:
+    """Pretend the session was last seen `seconds` ago (moves every timestamp back together)."""
+    await raw_db.execute(
+        """UPDATE sessions SET created_at = created_at - $2 * interval '1 second',
+                               last_seen_at = last_seen_at - $2 * interval '1 second',
+                               expires_at = expires_at - $2 * interval '1 second'
+            WHERE tenant = 'acme' AND id = $1""",
+        session_id,
+        seconds,
+    )
+
+
+def metric_value(text: str, series: str) -> float:
+    """A sample's value in Prometheus text (0 when the series is absent: the registry is per process)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    api_key: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0) -> LiveServer:
+    """Run `session-broker serve` as a real process and wait until /readyz answers 200."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
+    env.update({"SESSION_BROKER_PORT": str(port), "SESSION_BROKER_LOG_FORMAT": "json", **env_overrides})
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(base_url + "/readyz", timeout=1).status_code == 200:
+                return LiveServer(base_url, ACME_KEY, process, log_path)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not become ready:\n{log_path.read_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.1) -> Any:
+    """Poll an async check until it returns a truthy value (for effects that are asynchronous by design,
+    like PostgreSQL's cumulative statistics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
