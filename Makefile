@@ -18,7 +18,7 @@ run: $(BIN)/session-broker
 
 ## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus).
 test: $(BIN)/session-broker tools lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 ## promtool and prometheus (Debian) for the alert-rule and dashboard tests.
 tools:

@@ -16,22 +16,12 @@ from typing import Any
 
 from app import metrics
 from app.db import Database
+from app.sql import fleet as sql
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 5.0
 BUSIEST = 10
-
-_FLUSH = """
-INSERT INTO gateway_request_totals AS t (tenant, method, requests, errors, timed, duration_ms_total)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::float8[])
-ON CONFLICT (tenant, method) DO UPDATE SET
-    requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
-    timed = t.timed + EXCLUDED.timed, duration_ms_total = t.duration_ms_total + EXCLUDED.duration_ms_total
-"""
-_READ = (
-    "SELECT method, requests, errors, timed, duration_ms_total FROM gateway_request_totals WHERE tenant = $1"
-)
 
 
 @dataclass
@@ -74,15 +64,16 @@ class RequestAnalytics:
         batch, self._pending = self._pending, {}
         keys = list(batch)
         try:
-            async with db.timed("analytics") as connection:
+            async with db.connection("analytics") as connection:
                 await connection.execute(
-                    _FLUSH,
-                    [tenant for tenant, _ in keys],
-                    [method for _, method in keys],
-                    [batch[key].requests for key in keys],
-                    [batch[key].errors for key in keys],
-                    [batch[key].timed for key in keys],
-                    [batch[key].duration_ms_total for key in keys],
+                    *sql.ADD_REQUEST_TOTALS.bind(
+                        tenants=[tenant for tenant, _ in keys],
+                        methods=[method for _, method in keys],
+                        requests=[batch[key].requests for key in keys],
+                        errors=[batch[key].errors for key in keys],
+                        timed=[batch[key].timed for key in keys],
+                        duration_ms_total=[batch[key].duration_ms_total for key in keys],
+                    )
                 )
         except BaseException:
             for key, tally in batch.items():  # put them back, merged with anything counted meanwhile
@@ -91,8 +82,8 @@ class RequestAnalytics:
 
     async def summary(self, db: Database, tenant: str) -> dict[str, Any]:
         """Fleet-wide totals for `/v1/stats`: requests, errors, success rate, busiest methods."""
-        async with db.timed("stats") as connection:
-            rows = await connection.fetch(_READ, tenant)
+        async with db.connection("stats") as connection:
+            rows = await connection.fetch(*sql.READ_REQUEST_TOTALS.bind(tenant=tenant))
         totals: dict[str, _Tally] = {
             row["method"]: _Tally(row["requests"], row["errors"], row["timed"], row["duration_ms_total"])
             for row in rows

@@ -1,20 +1,21 @@
 """Group statements: concurrent touches (or creates) in one process share one SQL statement.
 
-Not write-behind (lesson 3: Keycloak's background batching lost). Every request still waits for the
+Not write-behind (Keycloak built background batching of touches and removed it; docs/design.md,
+"Group statements"). Every request still waits for the
 database's answer about its own session before it responds; the only difference is that requests that
 arrive while a statement is already running ride together in the next one, like group commit. Nothing
 waits when there is no concurrency: a lone request is sent at once, as a single-row statement.
 
 Why: the fixed cost of a statement (protocol, snapshot, executor start-up, commit) dominated; bundling N
-rows into one `... FROM unnest(...)` statement pays it once (lessons.md, "Measured": ~21 us per touch
-bundled vs ~130-170 us alone).
+rows into one `... FROM unnest(...)` statement pays it once (measured: ~21 us of database time per touch
+bundled vs ~130-170 us alone; docs/design.md, "Group statements").
 
 Rules that keep each answer exactly what a single statement would have answered:
 - identical requests (same key) in one batch share one row and one answer (touch: same tenant, id and
   principal);
 - requests whose `conflict` key is equal go into different batches (touch: one row per session);
 - rows that need a write are locked in (tenant, id) order, the order every multi-row writer here uses,
-  so concurrent batches cannot deadlock (see the statements in repository.py).
+  so concurrent batches cannot deadlock (see `app/sql/touch.py`).
 """
 
 from __future__ import annotations

@@ -40,12 +40,11 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def serve(settings: Settings) -> None:
     """Start the embedded database if no URL is set, migrate if configured, then run uvicorn."""
-    from app.auth import KeyRing
     from app.embedded import EmbeddedPostgres
-    from app.main import create_app
+    from app.main import check_configuration, create_app
     from app.migrate import upgrade
 
-    KeyRing.from_settings(settings)  # refuse an unauthenticated non-loopback bind before starting anything
+    check_configuration(settings)  # e.g. refuse an unauthenticated non-loopback bind before starting anything
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the handler that was
     # installed before it started. Make that handler a clean exit, so `finally` stops the embedded
     # database and the process exits 0 (Kubernetes and systemd read a signal death as a crash).
@@ -93,10 +92,9 @@ class _DrainingServer(uvicorn.Server):
         self._app = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        loop = getattr(self._app.state, "loop", None)
-        stopping = getattr(self._app.state, "stopping", None)
-        if loop is not None and stopping is not None:
-            loop.call_soon_threadsafe(stopping.set)
+        runtime = self._app.broker.runtime_
+        if runtime is not None:
+            runtime.loop.call_soon_threadsafe(runtime.stopping.set)
         super().handle_exit(sig, frame)
 
 
@@ -142,8 +140,8 @@ def migrate(settings: Settings) -> None:
 
 
 def write_openapi(output: Path | None) -> None:
+    from app.http.openapi import openapi_yaml
     from app.main import create_app
-    from app.openapi_docs import openapi_yaml
 
     # The document depends on code only: build the app with neutral settings and no database.
     settings = load_settings(host="127.0.0.1", api_keys=None, api_keys_file=None, admin_api_keys=None)

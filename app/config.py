@@ -6,7 +6,10 @@ cross-field rule lives in a validator here rather than being discovered at reque
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -246,8 +249,32 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def setting_variables() -> list[str]:
+    """Every environment variable that names a setting."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Lines naming each `SESSION_BROKER_*` variable that is no setting, with the closest real one.
+
+    Settings are matched case-insensitively (as pydantic-settings reads them), so this is too."""
+    known = setting_variables()
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{name}: not a setting{hint}")
+    return problems
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment (plus explicit overrides); raise ConfigurationError."""
+    """Read settings from the environment (plus explicit overrides); raise ConfigurationError, also for
+    a `SESSION_BROKER_*` variable that names no setting (a typo must not leave a default in force)."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -1,14 +1,14 @@
 """The connection pool, and the one place database failures become `DatabaseUnavailable` (503).
 
 The runtime talks to PostgreSQL through an asyncpg pool: SQLAlchemy owns the schema (models + Alembic),
-but a request path through SQLAlchemy Core costs ~250 us of CPU more per request on these machines
-(`lessons.md`, "Measured"), which is the whole budget of a touch. Every statement lives in
-`repository.py`; each runs in autocommit (one statement, one transaction) unless the repository opens a
-transaction explicitly.
+but a request path through SQLAlchemy Core cost ~250 us of CPU more per request on these machines, which
+is the whole budget of a touch (docs/design.md, "Stack"). Every statement lives in `app/sql/`; each runs in
+autocommit (one statement, one transaction) unless the caller opens a transaction explicitly.
 
-Failure policy (lesson 18): anything that means "the store cannot answer right now" — refused or lost
-connections, pool exhaustion, timeouts, shutdown, failover to a read-only node — is a 503 with
-`Retry-After`. It is never allowed to surface as 404/401/500.
+Failure policy (docs/design.md, "Failure policy"): anything that means "the store cannot answer right
+now" — refused or lost connections, pool exhaustion, timeouts, shutdown, failover to a read-only node —
+is a 503 with `Retry-After`. It is never allowed to surface as 404/401/500: for MCP a 404 means
+"re-initialize", so a false one would make every client of every gateway re-initialize at once.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ class Database:
             "timeout": settings.db_connect_timeout_seconds,
             # Client-side statement timeout: works behind PgBouncer, unlike a server-side SET.
             "command_timeout": settings.db_statement_timeout_seconds,
-            # 0 disables asyncpg's prepared-statement cache (PgBouncer transaction pooling, lesson 16).
+            # 0 disables asyncpg's prepared-statement cache (PgBouncer transaction pooling: the prepared
+            # statements of one server connection are not there when the next transaction gets another).
             "statement_cache_size": 1024 if settings.db_prepared_statements else 0,
             "max_inactive_connection_lifetime": 300.0,
             "init": _init_connection,
@@ -171,9 +172,6 @@ class Database:
 
         Any store failure inside the block becomes DatabaseUnavailable; with an operation name the
         round trip is observed for the query-latency metric."""
-        return _Lease(self, operation)
-
-    def timed(self, operation: str) -> _Lease:
         return _Lease(self, operation)
 
     def pool_stats(self) -> tuple[int, int, int]:

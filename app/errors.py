@@ -1,7 +1,8 @@
-"""Error types that carry their HTTP status, and the one renderer of RFC 9457 problem+json.
+"""Error types that carry their HTTP status and render themselves as RFC 9457 problem+json.
 
 Every error the API can answer is a `Problem` subclass with a stable `type` URI. Routes list the
-problems they can raise (`responses_for`) so `openapi.yaml` documents every status code.
+statuses they can answer (`app.http.openapi.problem_responses`) so `openapi.yaml` documents every one;
+`app.http.errors` turns exceptions into responses.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import orjson
-from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:session-broker:problem:"
@@ -46,6 +46,13 @@ class Problem(Exception):
 
     def render(self, instance: str | None = None) -> bytes:
         return orjson.dumps(self.body(instance))
+
+
+class DuplicateHeader(Problem):
+    status, slug, title = 400, "duplicate-header", "A header that must appear once appeared more than once"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Send the {name} header once.", header=name)
 
 
 class Unauthorized(Problem):
@@ -158,18 +165,8 @@ class DatabaseUnavailable(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
-def problem_response(problem: Problem) -> Response:
-    """The one renderer: RFC 9457 problem+json with the problem's status and headers."""
-    if isinstance(problem, DatabaseUnavailable):
-        from app import metrics  # late: metrics must stay importable without the rest of the app
-
-        metrics.count_unavailable()
-    return Response(
-        problem.render(), status_code=problem.status, headers=problem.headers, media_type=PROBLEM_CONTENT_TYPE
-    )
-
-
 ALL_PROBLEMS: tuple[type[Problem], ...] = (
+    DuplicateHeader,
     Unauthorized,
     AdminRequired,
     TenantKeyRequired,

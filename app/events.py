@@ -1,14 +1,15 @@
 """The lifecycle event stream (`GET /v1/events`, Server-Sent Events), read from `session_events`.
 
-Why polling a table rather than LISTEN/NOTIFY (lesson 14): NOTIFY takes a global lock at commit, which
-would sit on every create and delete, and it replays nothing to a listener that was away. A table read by
-position works through every replica and every pooler, and resuming is just "positions after N".
+Why polling a table rather than LISTEN/NOTIFY (docs/design.md, "Events"): NOTIFY takes a global lock at
+commit, which would sit on every create and delete, and it replays nothing to a listener that was away. A
+table read by position works through every replica and every pooler, and resuming is just "positions after
+N".
 
-Delivery order and safety: positions carry the writing transaction's xid in their high bits. A reader
-only delivers positions below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. from transactions with an
-xid older than every transaction still running. Anything that commits later has a larger xid, hence a
-larger position, so a client that has seen position P can never miss an event below P. The cost: events
-wait until older concurrent writes finish (milliseconds here; our statements are bounded by timeouts).
+Delivery order and safety: positions carry the writing transaction's xid in their high bits. A reader only
+delivers positions below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. from transactions with an xid
+older than every transaction still running. Anything that commits later has a larger xid, hence a larger
+position, so a client that has seen position P can never miss an event below P. The cost: events wait
+until older concurrent writes finish (milliseconds here; our statements are bounded by timeouts).
 """
 
 from __future__ import annotations
@@ -23,22 +24,12 @@ import orjson
 
 from app.db import Database
 from app.errors import DatabaseUnavailable
+from app.sql import events as sql
 
 POLL_INTERVAL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
 EVENT_TYPES = ("session.created", "session.updated", "session.ended", "session.rotated")
-
-_SAFE_BOUND = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)"
-_READ = f"""
-SELECT position, type, session_id, occurred_at, data FROM session_events
- WHERE tenant = $1 AND position > $2::bigint AND position < {_SAFE_BOUND}
- ORDER BY position LIMIT $3::int
-"""
-_START = f"""
-SELECT {_SAFE_BOUND} - 1 AS head,
-       COALESCE((SELECT value FROM broker_state WHERE key = 'events_purged_through'), 0) AS purged_through
-"""
 
 
 def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -59,8 +50,8 @@ async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, 
     Otherwise the first frame is `stream.open`. Either carries the starting position as its SSE `id`, so
     a client that disconnects before any event arrives still resumes from exactly where it started.
     """
-    async with db.timed("events") as connection:
-        row = await connection.fetchrow(_START)
+    async with db.connection("events") as connection:
+        row = await connection.fetchrow(*sql.STREAM_START.bind())
     head, purged_through = int(row["head"]), int(row["purged_through"])
     if last_event_id is None or last_event_id >= purged_through:
         start = head if last_event_id is None else last_event_id
@@ -92,8 +83,8 @@ async def stream(
     last_sent = time.monotonic()
     while not stopping.is_set():
         try:
-            async with db.timed("events") as connection:
-                rows = await connection.fetch(_READ, tenant, cursor, BATCH)
+            async with db.connection("events") as connection:
+                rows = await connection.fetch(*sql.READ_EVENTS.bind(tenant=tenant, after=cursor, limit=BATCH))
         except DatabaseUnavailable:
             # End the stream; the client reconnects with Last-Event-ID and loses nothing.
             yield frame("stream.error", {"detail": "the session store is unavailable; reconnect to resume"})

@@ -1,4 +1,5 @@
-"""Structured logging: JSON lines (or readable text), session-id hashing, secret redaction, access log.
+"""Structured logging: JSON lines (or readable text), session-id hashing, secret redaction. The access log
+is written by `app/http/middleware/access_log.py` through `direct_json_stream` or the logger here.
 
 Raw session ids are never logged: use `hash_session_id`. Extra fields named `session_id` are hashed
 by the formatter as a safety net, and extra fields whose names look secret are redacted.
@@ -8,24 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
-
-from app.metrics import route_template
 
 REDACTED = "[REDACTED]"
 _SECRET_MARKERS = ("password", "token", "secret", "authorization", "api_key", "apikey", "api-key", "cookie")
 _MAX_DEPTH = 32
-_REQUEST_ID_HEADER = b"x-request-id"
-_MAX_REQUEST_ID_LEN = 128
-#: Probes and scrapes are logged at DEBUG so they don't flood the access log.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -148,7 +140,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
 _configured_json_handler: logging.Handler | None = None
 
 
-def _direct_json_stream(logger: logging.Logger) -> Any:
+def direct_json_stream(logger: logging.Logger) -> Any:
     """The stream to write access lines to directly, if logging is exactly as configure_logging left it.
 
     One access line per request through the logging machinery (record, handler lock, formatter) cost
@@ -163,91 +155,3 @@ def _direct_json_stream(logger: logging.Logger) -> Any:
     if root.handlers != [handler] or root.filters or handler.filters:
         return None
     return getattr(handler, "stream", None)
-
-
-def _sanitise_request_id(value: bytes) -> str | None:
-    if not 0 < len(value) <= _MAX_REQUEST_ID_LEN:
-        return None
-    if all(0x21 <= b <= 0x7E for b in value):
-        return value.decode("ascii")
-    return None
-
-
-def new_request_id() -> str:
-    """A fresh request id (32 hex chars). Request ids only need to be unique, not unguessable, but
-    os.urandom is both cheap and good enough; uuid4 cost ~5 % of a touch in a profile."""
-    return os.urandom(16).hex()
-
-
-class AccessLogMiddleware:
-    """Pure ASGI middleware: one log line per request, and an `X-Request-ID` on every response.
-
-    Logs the route template (never the raw path, which holds session ids), method, status,
-    duration_ms, tenant (from request.state.tenant, i.e. scope["state"]["tenant"]) and request_id.
-    A client-sent X-Request-ID is reused when it is 1-128 visible ASCII characters; otherwise a new
-    one is generated. The id is also put in scope["state"]["request_id"] (request.state.request_id).
-    """
-
-    def __init__(self, app: Any, logger_name: str = ACCESS_LOGGER) -> None:
-        self.app = app
-        self.logger = logging.getLogger(logger_name)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        request_id: str | None = None
-        for name, value in scope.get("headers", ()):
-            if name == _REQUEST_ID_HEADER:
-                request_id = _sanitise_request_id(value)
-                break
-        if request_id is None:
-            request_id = new_request_id()
-        # request.state reads and writes this same dict (Request.state wraps scope["state"]).
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        header_value = request_id.encode("ascii")
-        outer_root_path = scope.get("root_path", "")
-        path = scope["path"]
-        if outer_root_path and path.startswith(outer_root_path):
-            path = path[len(outer_root_path) :] or "/"
-        level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
-        status = 500
-
-        async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _REQUEST_ID_HEADER]
-                headers.append((_REQUEST_ID_HEADER, header_value))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if self.logger.isEnabledFor(level):
-                tenant = scope.get("state", {}).get("tenant")
-                fields = {
-                    "route": route_template(scope, outer_root_path),
-                    "method": scope["method"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                    "tenant": None if tenant is None else str(tenant),
-                    "request_id": request_id,
-                }
-                stream = _direct_json_stream(self.logger)
-                if stream is None:
-                    self.logger.log(level, "request", extra=fields)
-                else:
-                    line = {
-                        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                        "level": logging.getLevelName(level).lower(),
-                        "logger": self.logger.name,
-                        "msg": "request",
-                        **fields,
-                    }
-                    stream.write(orjson.dumps(line).decode() + "\n")
-                    stream.flush()

@@ -1,4 +1,5 @@
-"""Prometheus collectors (module constants), the HTTP metrics middleware and cheap recording helpers.
+"""Prometheus collectors (module constants) and cheap recording helpers. The HTTP metrics middleware that
+feeds the `http_*` collectors is `app/http/middleware/metrics.py`.
 
 Label cardinality is bounded by construction: HTTP metrics use the route *template* (never the raw
 path) and a fixed set of methods; `tenant` values come from configured API keys; `method` on the
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.rules import END_REASONS
+
 # `*_created` series double the series count and nothing here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -47,14 +49,10 @@ MULTIPROCESS: bool = values.ValueClass is not values.MutexValue
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CREATED_HOW = ("created", "registered", "rotated")
-END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
 TOUCH_RESULTS = ("written", "throttled", "not_found")
 QUOTA_SCOPES = ("tenant", "principal", "client")
 PURGE_RESULTS = ("ok", "error", "skipped")
 PURGE_TABLES = ("sessions", "tombstones", "events")
-#: Probe and scrape endpoints are left out of the HTTP metrics (they would dominate every rate).
-EXCLUDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-UNMATCHED_ROUTE = "unmatched"
 
 MCP_METHODS = frozenset(
     {
@@ -252,10 +250,9 @@ _init_global_series()
 
 
 _children: dict[tuple[object, ...], Any] = {}
-_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
-def _child(metric: Any, *labels: str) -> Any:
+def child(metric: Any, *labels: str) -> Any:
     """`metric.labels(*labels)`, memoised: labels() validates and takes a lock on every call, and these
     run several times per request. Label values are bounded, so the memo is too."""
     key = (metric, *labels)
@@ -295,17 +292,17 @@ def normalise_mcp_method(name: object) -> str:
 
 def observe_db_query(operation: str, seconds: float) -> None:
     """Record one database round trip."""
-    _child(DB_QUERY_DURATION, operation).observe(seconds)
+    child(DB_QUERY_DURATION, operation).observe(seconds)
 
 
 def count_touch(tenant: str, result: str) -> None:
     """result: written | throttled | not_found."""
-    _child(TOUCHES, tenant, result).inc()
+    child(TOUCHES, tenant, result).inc()
 
 
 def count_created(tenant: str, how: str) -> None:
     """how: created | registered | rotated."""
-    _child(SESSIONS_CREATED, tenant, how).inc()
+    child(SESSIONS_CREATED, tenant, how).inc()
 
 
 def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None) -> None:
@@ -343,11 +340,11 @@ def count_db_error(kind: str) -> None:
 def record_gateway_request(tenant: str, method: object, ok: bool | None, duration_ms: float | None) -> None:
     """Analytics from a touch body: ok=None means unknown (not counted as an error)."""
     m = normalise_mcp_method(method)
-    _child(GATEWAY_REQUESTS, tenant, m).inc()
+    child(GATEWAY_REQUESTS, tenant, m).inc()
     if ok is False:
         GATEWAY_REQUEST_ERRORS.labels(tenant, m).inc()
     if duration_ms is not None and math.isfinite(duration_ms) and duration_ms >= 0:
-        _child(GATEWAY_REQUEST_DURATION, tenant, m).observe(duration_ms / 1000.0)
+        child(GATEWAY_REQUEST_DURATION, tenant, m).observe(duration_ms / 1000.0)
 
 
 def set_pool_stats(size: int, in_use: int, waiting: int) -> None:
@@ -428,79 +425,7 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-# --- ASGI middleware ----------------------------------------------------------------------------------
-
-Scope = MutableMapping[str, Any]
-
-
-def route_template(scope: Scope, outer_root_path: str = "") -> str:
-    """The matched route's path template, with any include_router/mount prefix; 'unmatched' if none.
-
-    Starlette's router stores the matched route in scope["route"] (starlette/routing.py Router.app).
-    FastAPI >= 0.16x no longer copies routes on include_router, so scope["route"].path lacks the
-    include prefix; the full template is on the effective route context FastAPI keeps in
-    scope["fastapi"]. Mounted sub-apps extend scope["root_path"].
-    """
-    route = scope.get("route")
-    if route is None:
-        return UNMATCHED_ROUTE
-    template: object = None
-    fastapi_scope = scope.get("fastapi")
-    if isinstance(fastapi_scope, dict):
-        template = getattr(fastapi_scope.get("effective_route_context"), "path_format", None)
-    if not isinstance(template, str) or not template:
-        template = getattr(route, "path", None)
-    if not isinstance(template, str):
-        return UNMATCHED_ROUTE
-    root_path: str = scope.get("root_path", "")
-    if len(root_path) > len(outer_root_path) and root_path.startswith(outer_root_path):
-        template = root_path[len(outer_root_path) :] + template
-    return template
-
-
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        return path[len(root_path) :] or "/"
-    return path
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware recording the HTTP metrics by route template (probes excluded)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or _route_path(scope) in EXCLUDED_PATHS:
-            await self.app(scope, receive, send)
-            return
-
-        status = 500
-        outer_root_path = scope.get("root_path", "")
-        headers_sent_after: float | None = None  # set for event streams: their latency is time to headers
-
-        async def send_wrapper(message: dict[str, Any]) -> None:
-            nonlocal status, headers_sent_after
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if (b"content-type", b"text/event-stream; charset=utf-8") in message.get("headers", ()):
-                    headers_sent_after = time.perf_counter() - start
-            await send(message)
-
-        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
-        start = time.perf_counter()
-        HTTP_IN_FLIGHT.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - start
-            HTTP_IN_FLIGHT.dec()
-            route = route_template(scope, outer_root_path)
-            _child(HTTP_REQUESTS, route, method, _STATUS_CLASS.get(status // 100, "5xx")).inc()
-            # A stream stays open for minutes; its "latency" is how fast it started, or it would drown
-            # the latency histogram (and the p99 alert) in connection lifetimes.
-            _child(HTTP_DURATION, route, method).observe(
-                elapsed if headers_sent_after is None else headers_sent_after
-            )
+def observe_http_request(route: str, method: str, status_class: str, seconds: float) -> None:
+    """One answered HTTP request (the metrics middleware calls this once per request)."""
+    child(HTTP_REQUESTS, route, method, status_class).inc()
+    child(HTTP_DURATION, route, method).observe(seconds)

@@ -1,14 +1,15 @@
 """The database schema, as SQLAlchemy 2.0 tables. Alembic migrations must match it (`alembic check`).
 
-Runtime SQL lives in `repository.py`; this module only describes the tables.
+Runtime SQL lives in `app/sql/`; this module only describes the tables.
 
-Touch-heavy design (lessons 1-9 of `lessons.md`):
+Touch-heavy design (docs/design.md, "Schema"):
 - A touch writes `last_seen_at`, `expires_at` and, rarely, `purge_after`. None of the first two is
   indexed, so most touch writes are HOT updates (no index insertions, pruned without VACUUM).
 - `purge_after` is the only expiry column with an index. It is a coarse *upper bound* of `expires_at`
-  that a touch pushes forward in large steps (see `repository.PURGE_AFTER_STEP`), so the index is
-  rewritten only once per step rather than on every touch. The purge job finds candidates through it and
-  re-checks the exact `expires_at`; reads never rely on it (an expired row is invisible at once).
+  that a touch pushes forward in large steps (`app.sql.fragments.PURGE_AFTER_STEP_SECONDS`), so the
+  index is rewritten only once per step rather than on every touch. The purge job finds candidates
+  through it and re-checks the exact `expires_at`; reads never rely on it (an expired row is invisible
+  at once).
 - `metadata` is `json`, not `jsonb`: the database never looks inside it (merge-patch happens in the
   service), `json` input is only syntax-checked (cheaper than jsonb's decomposition on every write), and
   it accepts every JSON string, including the U+0000 escape that jsonb refuses.
@@ -120,7 +121,7 @@ class EventRow(Base):
 
     `position` is `(writing transaction's xid << 24) + ordinal within its statement`: unique, increasing in
     the order readers may deliver, and deliverable once every transaction with a smaller xid has finished
-    (see `events.py`). Each transaction writes events from one statement only, which keeps it unique.
+    (see `app/events.py`). Each transaction writes events from one statement only, which keeps it unique.
     """
 
     __tablename__ = "session_events"

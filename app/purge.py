@@ -1,14 +1,14 @@
 """The purge: deletes ended sessions, forgotten tombstones and old events in small ordered batches.
 
-Lessons 10-11: never one unbounded DELETE. Each batch is its own short transaction that first takes a
-transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), so at most one replica purges at a time,
-the lock can never leak (it ends with the transaction, also behind PgBouncer), and a replica that dies
-mid-batch releases it with its connection. Candidates are picked `ORDER BY ... LIMIT n FOR UPDATE SKIP
-LOCKED` and the DELETE re-checks expiry, so a session touched meanwhile is never removed. A run stops
+Never one unbounded DELETE (docs/design.md, "Purge"). Each batch is its own short transaction that first
+takes a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), so at most one replica purges at a
+time, the lock can never leak (it ends with the transaction, also behind PgBouncer), and a replica that
+dies mid-batch releases it with its connection. Candidates are picked `ORDER BY ... LIMIT n FOR UPDATE
+SKIP LOCKED` and the DELETE re-checks expiry, so a session touched meanwhile is never removed. A run stops
 after its time budget; the schedule is jittered so replicas do not wake together.
 
-Expired sessions end here, officially: their tombstone, their `session.ended` event (with the real
-expiry time) and their ended counter are written in the same statement that deletes them.
+Expired sessions end here, officially: their tombstone, their `session.ended` event (with the real expiry
+time) and their ended counter are written in the same statement that deletes them.
 """
 
 from __future__ import annotations
@@ -26,70 +26,12 @@ import asyncpg
 from app import metrics
 from app.config import Settings
 from app.db import Database
-from app.repository import ENDED_COLUMNS, EXPIRY_REASON, ended_events, ending_effects, events_cte
+from app.sql import purge as sql
+from app.sql.statement import Statement
 
 log = logging.getLogger(__name__)
 
 PURGE_LOCK_KEY = 0x5E5510_B0
-_TRY_LOCK = "SELECT pg_try_advisory_xact_lock($1::bigint) AS locked, clock_timestamp() AS at"
-
-# $1 batch size, $2 tombstone retention. The index on purge_after finds candidates; purge_after is an
-# upper bound of expires_at, so every candidate has expired, and the DELETE checks it again anyway.
-#
-# Every purge DELETE names its rows by ctid (`ctid = ANY(ARRAY(...))`, a TID scan), not by joining the
-# candidates back on their key: for a join the planner hashed a sequential scan of the whole table on every
-# batch, which was more than half of a batch's time at a million sessions. The ctids are stable because
-# the candidates are locked (`FOR UPDATE`) by the same transaction until it commits. A candidate that
-# another transaction updated after this statement's snapshot is locked in its newer version, which the
-# TID scan cannot see: it is left for a later batch, which is harmless here (only a takeover by register
-# updates an expired row, and that row is live again), but is why revocation keeps its key join.
-_PURGE_SESSIONS = f"""
-WITH doomed AS (
-    SELECT ctid FROM sessions WHERE purge_after <= now()
-     ORDER BY purge_after LIMIT $1::int FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM sessions AS s
-     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) AND s.expires_at <= now()
-    RETURNING {", ".join("s." + column for column in ENDED_COLUMNS.split(", "))},
-              {EXPIRY_REASON} AS reason, s.expires_at AS ended_at
-)
-{ending_effects("gone", "$2")}
-{events_cte(ended_events("gone"))}
-SELECT tenant, reason, EXTRACT(EPOCH FROM ended_at - created_at)::float8 AS lifetime_seconds,
-       clock_timestamp() AS at
-  FROM gone
-"""
-
-_PURGE_TOMBSTONES = """
-WITH doomed AS (
-    SELECT ctid FROM session_tombstones WHERE forget_after <= now()
-     ORDER BY forget_after LIMIT $1::int FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM session_tombstones AS t
-     WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) AND t.forget_after <= now()
-    RETURNING 1
-)
-SELECT count(*) AS n, clock_timestamp() AS at FROM gone
-"""
-
-# Events go in position order up to the newest one past retention, and the highest purged position is
-# recorded, so a stream client that asks to resume below it learns that it missed events.
-_PURGE_EVENTS = """
-WITH cutoff AS (
-    SELECT position FROM session_events WHERE occurred_at < now() - $2::int * interval '1 second'
-     ORDER BY occurred_at DESC LIMIT 1
-), doomed AS (
-    SELECT ctid FROM session_events WHERE position <= (SELECT position FROM cutoff)
-     ORDER BY position LIMIT $1::int FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM session_events AS e WHERE e.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) RETURNING e.position
-), horizon AS (
-    INSERT INTO broker_state AS b (key, value, updated_at)
-    SELECT 'events_purged_through', max(position), now() FROM gone HAVING count(*) > 0
-    ON CONFLICT (key) DO UPDATE SET value = GREATEST(b.value, EXCLUDED.value), updated_at = now()
-)
-SELECT count(*) AS n, clock_timestamp() AS at FROM gone
-"""
 
 
 @dataclass
@@ -113,15 +55,19 @@ class PurgeResult:
 
 
 async def _batch(
-    connection: asyncpg.Connection, result: PurgeResult, table: str, statement: str, *args: Any
+    connection: asyncpg.Connection,
+    result: PurgeResult,
+    table: str,
+    statement: Statement,
+    args: dict[str, Any],
 ) -> int | None:
     """One batch in its own transaction; None when another replica holds the purge lock."""
     started = time.perf_counter()
     async with connection.transaction():
-        lock = await connection.fetchrow(_TRY_LOCK, PURGE_LOCK_KEY)
+        lock = await connection.fetchrow(*sql.TRY_PURGE_LOCK.bind(key=PURGE_LOCK_KEY))
         if not lock["locked"]:
             return None
-        rows = await connection.fetch(statement, *args)
+        rows = await connection.fetch(*statement.bind(**args))
     if table == "sessions":
         count = len(rows)
         result.ended += [(row["tenant"], row["reason"], row["lifetime_seconds"]) for row in rows]
@@ -155,15 +101,19 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
     result = PurgeResult()
     started = time.perf_counter()
     deadline = started + settings.purge_time_budget_seconds
-    work = (
-        ("sessions", _PURGE_SESSIONS, (size, settings.tombstone_retention_seconds)),
-        ("tombstones", _PURGE_TOMBSTONES, (size,)),
-        ("events", _PURGE_EVENTS, (size, settings.event_retention_seconds)),
+    work: tuple[tuple[str, Statement, dict[str, Any]], ...] = (
+        (
+            "sessions",
+            sql.PURGE_SESSIONS,
+            {"batch": size, "tombstone_seconds": settings.tombstone_retention_seconds},
+        ),
+        ("tombstones", sql.PURGE_TOMBSTONES, {"batch": size}),
+        ("events", sql.PURGE_EVENTS, {"batch": size, "retention_seconds": settings.event_retention_seconds}),
     )
-    async with db.timed("purge") as connection:
+    async with db.connection("purge") as connection:
         for table, statement, args in work:
             while time.perf_counter() < deadline:
-                count = await _batch(connection, result, table, statement, *args)
+                count = await _batch(connection, result, table, statement, args)
                 if count is None:
                     result.skipped = True
                     break

@@ -152,7 +152,9 @@ class RequestStats(BaseModel):
     busiest_methods: list[MethodStats] = Field(description="up to 10, most requests first")
 
 
-class Stats(BaseModel):
+class TenantStats(BaseModel):
+    """One tenant's sessions: live by kind, oldest and newest, lifetime totals."""
+
     tenant: str
     live: int
     by_kind: list[KindStats]
@@ -160,18 +162,13 @@ class Stats(BaseModel):
     newest_created_at: datetime | None
     created_total: int
     ended_total: dict[str, int] = Field(description="sessions ended since the tenant began, by reason")
+
+
+class Stats(TenantStats):
+    """`GET /v1/stats`: the tenant's figures, its reported requests and the limits that apply to it."""
+
     requests: RequestStats
     limits: Limits
-
-
-class TenantStats(BaseModel):
-    tenant: str
-    live: int
-    by_kind: list[KindStats]
-    oldest_created_at: datetime | None
-    newest_created_at: datetime | None
-    created_total: int
-    ended_total: dict[str, int]
 
 
 class AdminStats(BaseModel):

@@ -37,7 +37,8 @@ def _run(connection: Connection) -> None:
 
 
 def _connect_args() -> dict[str, int]:
-    """Behind PgBouncer in transaction pooling mode, prepared statements must be off (lesson 16)."""
+    """Behind PgBouncer in transaction pooling mode, prepared statements must be off
+    (docs/design.md, "Poolers")."""
     from app.config import get_settings
 
     if get_settings().db_prepared_statements:

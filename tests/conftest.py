@@ -19,10 +19,18 @@ import httpx
 import pytest
 
 from app.config import get_settings
-from app.db import asyncpg_dsn
+from app.db import Database, asyncpg_dsn
 from app.embedded import EmbeddedPostgres
 from app.migrate import upgrade
-from tests.helpers import ADMIN_KEY, API_KEYS, LiveServer, running_client, start_server, stop_server
+from tests.helpers import (
+    ADMIN_KEY,
+    API_KEYS,
+    LiveServer,
+    make_settings,
+    running_client,
+    start_server,
+    stop_server,
+)
 
 EXTERNAL_URL_ENV = "BROKER_TEST_DATABASE_URL"
 
@@ -102,3 +110,12 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     yield server
     stop_server(server)
+
+
+@pytest.fixture
+async def db(database_url: str, raw_db: asyncpg.Connection) -> AsyncIterator[Database]:
+    """A `Database` (the service's pool) on the truncated test database."""
+    database = Database(make_settings(), database_url)
+    await database.open()
+    yield database
+    await database.close()

@@ -7,6 +7,7 @@ imports from another.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -164,3 +165,33 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: f
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(interval)
+
+
+async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[str, dict]]:
+    rows = await raw_db.fetch(
+        "SELECT type, data FROM session_events WHERE session_id = $1 ORDER BY position", session_id
+    )
+    return [(row["type"], json.loads(row["data"])) for row in rows]
+
+
+async def expire_all(raw_db: asyncpg.Connection, seconds: int = 700) -> None:
+    """Move every session `seconds` into the past (past expiry and past its purge_after step)."""
+    await raw_db.execute(
+        """UPDATE sessions SET created_at = created_at - $1 * interval '1 second',
+               last_seen_at = last_seen_at - $1 * interval '1 second',
+               expires_at = LEAST(expires_at, now()) - $1 * interval '1 second',
+               purge_after = LEAST(purge_after, now()) - $1 * interval '1 second'""",
+        seconds,
+    )
+
+
+async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
+    """`count` sessions of tenant `bulk`, past expiry and past their purge_after step."""
+    await raw_db.execute(
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+           SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
+                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
+             FROM generate_series(1, $1::int) AS n""",
+        count,
+    )

@@ -61,3 +61,36 @@ def test_serve_without_keys_on_a_public_address_refuses_to_start() -> None:
     result = run_cli("serve", SESSION_BROKER_HOST="0.0.0.0")
     assert result.returncode == 2
     assert "refusing to serve without authentication" in result.stderr
+
+
+def test_a_misspelt_setting_stops_serve_naming_the_closest_real_one() -> None:
+    result = run_cli("serve", SESSION_BROKER_PURGE_INTERVAL_SECOND="5")
+    assert result.returncode == 2
+    assert "SESSION_BROKER_PURGE_INTERVAL_SECOND:" in result.stderr
+    assert "did you mean SESSION_BROKER_PURGE_INTERVAL_SECONDS?" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["migrate", "purge"])
+def test_every_command_refuses_an_unknown_setting(command: str) -> None:
+    result = run_cli(command, SESSION_BROKER_NO_SUCH_THING="1")
+    assert result.returncode == 2
+    assert "SESSION_BROKER_NO_SUCH_THING: not a setting" in result.stderr
+
+
+def test_unknown_variables_are_matched_like_settings_case_insensitively() -> None:
+    from app.config import unknown_variables
+
+    assert unknown_variables({"session_broker_port": "1", "SESSION_BROKER_PORT": "2", "PATH": "/bin"}) == []
+    (problem,) = unknown_variables({"session_broker_purge_batchsize": "1"})
+    assert problem.startswith("session_broker_purge_batchsize: not a setting; did you mean")
+    assert "SESSION_BROKER_PURGE_BATCH_SIZE" in problem
+
+
+def test_an_unknown_tenant_quota_key_stops_the_service_naming_the_closest_key() -> None:
+    result = run_cli(
+        "serve",
+        SESSION_BROKER_TENANT_QUOTAS='{"acme": {"max_sessions_per_principle": 5}}',
+    )
+    assert result.returncode == 2
+    assert "SESSION_BROKER_TENANT_QUOTAS['acme']: max_sessions_per_principle: unknown key" in result.stderr
+    assert "did you mean 'max_sessions_per_principal'?" in result.stderr

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.helpers import age, assert_problem, auth, create, path
+from tests.helpers import age, assert_problem, auth, create, metric_value, path
 
 
 async def test_an_idle_expired_session_does_not_exist_for_any_call(client: httpx.AsyncClient, raw_db) -> None:
@@ -62,6 +62,8 @@ async def test_principal_mismatch_is_exactly_a_missing_session_and_harms_nothing
     client: httpx.AsyncClient, raw_db
 ) -> None:
     session = await create(client, principal="https://issuer|alice", metadata={"k": "v"})
+    series = 'session_broker_binding_mismatches_total{operation="touch",tenant="acme"}'
+    mismatches_before = metric_value((await client.get("/metrics")).text, series)
     before = await raw_db.fetchrow("SELECT xmin::text AS x, * FROM sessions WHERE id = $1", session["id"])
     missing = (await client.get(path("missing"), headers={**auth(), **OTHER})).json()
     for response in (
@@ -74,8 +76,8 @@ async def test_principal_mismatch_is_exactly_a_missing_session_and_harms_nothing
         assert response.json() == missing
     after = await raw_db.fetchrow("SELECT xmin::text AS x, * FROM sessions WHERE id = $1", session["id"])
     assert dict(after) == dict(before)
-    metrics = (await client.get("/metrics")).text
-    assert 'session_broker_binding_mismatches_total{operation="touch",tenant="acme"} 1.0' in metrics
+    # The registry is per process and shared by every test in it: count this test's mismatch only.
+    assert metric_value((await client.get("/metrics")).text, series) == mismatches_before + 1
     # The rightful principal (and a caller that sends no principal) still reach it.
     assert (await client.get(path(session["id"]), headers={**auth(), **BOUND})).status_code == 200
     assert (await client.post(path(session["id"]) + "/touch", headers={**auth(), **BOUND})).status_code == 200

@@ -9,8 +9,8 @@ import yaml
 
 from app.cli import build_parser
 from app.errors import ALL_PROBLEMS
+from app.http.openapi import openapi_yaml
 from app.main import create_app
-from app.openapi_docs import openapi_yaml
 from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

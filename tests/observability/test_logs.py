@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from app import logs
+from app.http.middleware.access_log import AccessLogMiddleware
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ async def healthz(request: Request) -> PlainTextResponse:
 
 def make_app() -> Starlette:
     app = Starlette(routes=[Route("/v1/sessions/{session_id:path}", get_session), Route("/healthz", healthz)])
-    app.add_middleware(logs.AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware)
     return app
 
 
@@ -240,7 +241,7 @@ async def test_direct_access_lines_match_the_logging_path(
     """With logging as configure_logging leaves it, access lines skip the logging machinery (hot path);
     they must be the same JSON lines the logging path writes."""
     logs.configure_logging("INFO", "json")
-    assert logs._direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is not None
+    assert logs.direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is not None
     async with client() as c:
         await c.get("/v1/sessions/direct%2Fid")
     direct = last_access_line(capsys.readouterr().err)
@@ -248,7 +249,7 @@ async def test_direct_access_lines_match_the_logging_path(
     extra = logging.StreamHandler(io.StringIO())
     logging.getLogger().addHandler(extra)  # customised logging: the normal path is used
     try:
-        assert logs._direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is None
+        assert logs.direct_json_stream(logging.getLogger(logs.ACCESS_LOGGER)) is None
         async with client() as c:
             await c.get("/v1/sessions/direct%2Fid")
     finally:

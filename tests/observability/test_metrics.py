@@ -16,6 +16,8 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import REGISTRY
 
 from app import metrics
+from app.http.middleware.metrics import MetricsMiddleware
+from app.http.route_template import route_template
 
 
 def value(name: str, **labels: str) -> float:
@@ -221,7 +223,7 @@ def make_app() -> FastAPI:
         body, content_type = metrics.render_metrics()
         return Response(body, media_type=content_type)
 
-    app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware)
     return app
 
 
@@ -280,7 +282,7 @@ async def test_probes_and_metrics_are_excluded() -> None:
 
 
 def test_route_template_without_route_is_unmatched() -> None:
-    assert metrics.route_template({"type": "http", "path": "/x"}) == "unmatched"
+    assert route_template({"type": "http", "path": "/x"}) == "unmatched"
 
 
 # --- exposition -------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Fixtures that run a test module through the lean hot paths and through FastAPI's routes.
+"""Every test in this folder runs twice: through the lean hot paths and through FastAPI's routes.
 
-Import them into a test module (`from tests.both_paths import client, client_with, hot_paths`) to
-override the default `client` fixtures there: every test then runs twice, proving both paths agree.
+These fixtures override the default `client` and `client_with` of `tests/conftest.py` here, which
+proves both paths agree on everything the tests check.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from app.db import asyncpg_dsn
-from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
 from tests.helpers import age, assert_problem, auth, create, metric_value, path, ts
 
 

@@ -1,4 +1,4 @@
-"""OpenAPI documentation helpers: problem responses per status, hand-parsed request bodies, and the
+"""OpenAPI helpers: problem responses per status, hand-parsed request bodies, and the
 document builder behind `openapi.yaml` (`session-broker openapi` regenerates it; a test compares)."""
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from app.config import Settings
 from app.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE
 from app.schemas import DOCUMENT_MODELS, REQUEST_MODELS, ProblemDocument
 
 _REF = "#/components/schemas/{model}"
+# What every /v1 route can answer: a duplicated Authorization or Session-Principal, a missing or invalid
+# key, the wrong kind of key, the database unavailable.
+COMMON_PROBLEMS = (400, 401, 403, 503)
 
 
 def _problem_types(status: int) -> list[str]:
@@ -54,7 +58,7 @@ def request_body(model: type[BaseModel], media_types: frozenset[str], *, require
     }
 
 
-def build_openapi(app: FastAPI) -> dict[str, Any]:
+def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -84,7 +88,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             error = responses.get("422")
             if error and "application/json" in error.get("content", {}):
                 responses["422"] = problem_responses(422)[422]
-    _document_bounds(schemas["SessionCreate"], app)
+    _document_bounds(schemas["SessionCreate"], settings)
     # The catalogue of stable problem types, including the generic ones (405, 406) no operation lists.
     document["info"]["x-problem-types"] = [
         {"type": problem.type_uri(), "status": problem.status, "title": problem.title}
@@ -96,9 +100,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     return document
 
 
-def _document_bounds(create_schema: dict[str, Any], app: FastAPI) -> None:
+def _document_bounds(create_schema: dict[str, Any], settings: Settings) -> None:
     """Write the configured TTL bounds into the schema, so the document states what this service accepts."""
-    settings = app.state.settings
     bounds = {
         "idle_timeout_seconds": (settings.min_idle_timeout_seconds, settings.max_idle_timeout_seconds),
         "max_lifetime_seconds": (settings.min_max_lifetime_seconds, settings.max_max_lifetime_seconds),
@@ -110,5 +113,5 @@ def _document_bounds(create_schema: dict[str, Any], app: FastAPI) -> None:
 
 
 def openapi_yaml(app: FastAPI) -> str:
-    text: str = yaml.safe_dump(build_openapi(app), sort_keys=False, allow_unicode=True, width=100)
+    text: str = yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True, width=100)
     return text

@@ -8,7 +8,6 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.both_paths import client, client_with, hot_paths  # noqa: F401 (fixtures: both paths)
 from tests.helpers import PROBLEM, assert_problem, auth, create, path
 
 AWKWARD_IDS = [

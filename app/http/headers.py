@@ -1,0 +1,56 @@
+"""Reading request headers the same way on every route, the hot paths included.
+
+Authorization and Session-Principal decide who a request acts for, so each must appear at most once:
+a second copy is refused with 400 rather than resolved by "first wins" or "last wins", which different
+proxies and frameworks disagree on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from app.auth import KeyRing
+from app.errors import DuplicateHeader
+
+AUTHORIZATION = b"authorization"
+SESSION_PRINCIPAL = b"session-principal"
+CONTENT_TYPE = b"content-type"
+_ONCE_ONLY = {AUTHORIZATION: "Authorization", SESSION_PRINCIPAL: "Session-Principal"}
+
+Scope = MutableMapping[str, Any]
+
+
+def read_headers(scope: Scope, names: frozenset[bytes]) -> dict[bytes, bytes]:
+    """The value of each header in `names` that the request has (the first copy of any other header);
+    400 when Authorization or Session-Principal appears twice."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in names:
+            if name not in found:
+                found[name] = value
+            elif name in _ONCE_ONLY:
+                raise DuplicateHeader(_ONCE_ONLY[name])
+    return found
+
+
+def authorization_of(headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(AUTHORIZATION)
+    return None if value is None else value.decode("latin-1")
+
+
+def authenticate_tenant(scope: Scope, keys: KeyRing, headers: dict[bytes, bytes]) -> str:
+    """The tenant of the request's API key (401/403 otherwise), recorded for the access log."""
+    tenant = keys.tenant_for(authorization_of(headers))
+    scope.setdefault("state", {})["tenant"] = tenant
+    return tenant
+
+
+def principal_of(headers: dict[bytes, bytes]) -> str | None:
+    """The principal the caller acts for, or None when it sends none (or an empty one)."""
+    value = headers.get(SESSION_PRINCIPAL)
+    return value.decode("latin-1") or None if value is not None else None
+
+
+def content_type_of(headers: dict[bytes, bytes]) -> str:
+    return headers.get(CONTENT_TYPE, b"").decode("latin-1")

@@ -1,0 +1,77 @@
+"""The tenant's lifecycle events as Server-Sent Events (`app/events.py` reads and frames them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app import events
+from app.http.deps import RuntimeDep, TenantDep
+from app.http.openapi import COMMON_PROBLEMS, problem_responses
+
+EVENT_ID_PATTERN = r"^[0-9]{0,19}$"
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+# One SSE frame as schemathesis and OpenAPI 3.2 see it: `event`, `data` (JSON), `id`.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": [*events.EVENT_TYPES, "stream.open", "stream.gap", "stream.error"],
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/StreamEvent"},
+                    {"$ref": "#/components/schemas/StreamNotice"},
+                ]
+            },
+        },
+    },
+}
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: first `stream.open` (or `stream.gap` when events were lost "
+            "to retention before the client resumed), then `session.created`, `session.updated`, "
+            "`session.ended`, `session.rotated`, each with an increasing `id`",
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+        },
+        **problem_responses(*COMMON_PROBLEMS, 422),
+    },
+    summary="Stream the tenant's lifecycle events (resume with Last-Event-ID)",
+)
+async def stream_events(
+    request: Request,
+    runtime: RuntimeDep,
+    tenant: TenantDep,
+    last_event_id_header: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="resume after this event id"),
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Query(pattern=EVENT_ID_PATTERN, description="same as the Last-Event-ID header (the header wins)"),
+    ] = None,
+) -> StreamingResponse:
+    raw = last_event_id_header or last_event_id  # both validated as digits by EVENT_ID_PATTERN
+    cursor = int(raw) if raw else None
+    start, notice = await events.starting_point(runtime.db, cursor)  # 503 here, before the stream starts
+    return StreamingResponse(
+        events.stream(runtime.db, tenant, start, notice, request.is_disconnected, runtime.stopping),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,76 @@
+"""Reading sessions: one by id (optionally locked for a patch), keyset pages, and the tenant figures."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from app.sql.fragments import EXPIRY_REASON, SESSION_COLUMNS
+from app.sql.statement import Statement
+
+_GET = f"""
+SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_reason
+  FROM sessions WHERE tenant = :tenant AND id = :id
+"""
+GET_SESSION = Statement("get_session", _GET)
+GET_SESSION_FOR_UPDATE = Statement("get_session_for_update", _GET + " FOR UPDATE")
+
+TOMBSTONE_REASON = Statement(
+    "tombstone_reason",
+    "SELECT reason FROM session_tombstones WHERE tenant = :tenant AND id = :id AND forget_after > now()",
+)
+
+LIST_FILTERS = ("kind", "principal", "client_id", "owner", "protocol_version")
+
+
+def _page(filters: tuple[str, ...], after: bool) -> Statement:
+    """`:limit` live sessions ordered by id, matching every filter (bound under its own name), after
+    `:after_id` when `after`."""
+    conditions = "".join(f" AND {name} = :{name}" for name in filters)
+    if after:
+        conditions += " AND id > :after_id"
+    suffix = "_".join(filters) or "all"
+    return Statement(
+        f"list_{suffix}{'_after' if after else ''}",
+        f"SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = :tenant AND expires_at > now(){conditions} "
+        "ORDER BY id LIMIT :limit",
+    )
+
+
+# One statement per combination of filters (in LIST_FILTERS order) and cursor, so each has its own plan.
+LIST_PAGE = {
+    (names, after): _page(names, after)
+    for size in range(len(LIST_FILTERS) + 1)
+    for names in combinations(LIST_FILTERS, size)
+    for after in (False, True)
+}
+
+LIVE_BY_KIND = Statement(
+    "live_by_kind",
+    """
+SELECT kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
+  FROM sessions WHERE tenant = :tenant AND expires_at > now()
+ GROUP BY kind ORDER BY kind
+""",
+)
+
+COUNTER_TOTALS = Statement(
+    "counter_totals",
+    "SELECT name, sum(value)::bigint AS total FROM session_counters WHERE tenant = :tenant GROUP BY name",
+)
+
+# Admin figures: the only reads that span tenants.
+ALL_LIVE_BY_KIND = Statement(
+    "all_live_by_kind",
+    """
+SELECT tenant, kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
+  FROM sessions WHERE expires_at > now()
+ GROUP BY tenant, kind ORDER BY tenant, kind
+""",
+)
+
+ALL_COUNTER_TOTALS = Statement(
+    "all_counter_totals",
+    "SELECT tenant, name, sum(value)::bigint AS total FROM session_counters GROUP BY tenant, name",
+)
+
+SCHEMA_REVISION = Statement("schema_revision", "SELECT version_num FROM alembic_version LIMIT 1")
