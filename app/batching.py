@@ -54,10 +54,20 @@ class StatementBatcher(Generic[Key, Result]):
 
     async def submit(self, key: Key) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append(future)
+        waiting = self._pending.setdefault(key, [])
+        waiting.append(future)
         if self._in_flight < MAX_IN_FLIGHT:
             self._start()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The request gave up (its deadline passed, or its client left): if its key is still queued,
+            # it no longer needs a row in the next statement.
+            if self._pending.get(key) is waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._pending[key]
+            raise
 
     def _start(self) -> None:
         batch: dict[Key, list[asyncio.Future[Result]]] = {}

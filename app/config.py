@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(
         5.0, gt=0, le=3600, description="client-side statement timeout before answering 503"
     )
+    db_deadline_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="total time a request may spend on database work (queueing, connecting, statements) "
+        "before it answers 503",
+    )
     db_prepared_statements: bool = Field(
         True, description="false for PgBouncer in transaction pooling mode (asyncpg statement cache off)"
     )
@@ -207,6 +214,10 @@ class Settings(BaseSettings):
             problems.append(
                 "SESSION_BROKER_DEFAULT_MAX_LIFETIME_SECONDS must lie within "
                 "SESSION_BROKER_MIN_MAX_LIFETIME_SECONDS..SESSION_BROKER_MAX_MAX_LIFETIME_SECONDS"
+            )
+        if self.db_acquire_timeout_seconds > self.db_deadline_seconds:
+            problems.append(
+                "SESSION_BROKER_DB_ACQUIRE_TIMEOUT_SECONDS must not exceed SESSION_BROKER_DB_DEADLINE_SECONDS"
             )
         if self.db_pool_min_size > self.db_pool_max_size:
             problems.append("SESSION_BROKER_DB_POOL_MIN_SIZE must not exceed SESSION_BROKER_DB_POOL_MAX_SIZE")

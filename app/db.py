@@ -14,10 +14,11 @@ is a 503 with `Retry-After`. It is never allowed to surface as 404/401/500: for 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -107,6 +108,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self.waiting = 0  # requests queued for a connection (pool saturation signal)
         self.query_observer: Callable[[str, float], None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -146,6 +148,8 @@ class Database:
             self._pool = await asyncpg.create_pool(**self._pool_kwargs(0))
 
     async def close(self) -> None:
+        if self._releases:
+            await asyncio.wait(self._releases, timeout=self._settings.db_connect_timeout_seconds)
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), timeout=10)
@@ -167,6 +171,32 @@ class Database:
             retry_after=self._settings.retry_after_seconds,
         )
 
+    def deadline_passed(self) -> DatabaseUnavailable:
+        """The 503 of a request whose database work did not finish within DB_DEADLINE_SECONDS."""
+        metrics.count_db_error("deadline")
+        log.warning("database work exceeded the request deadline")
+        return DatabaseUnavailable(
+            f"The session store did not answer within {self._settings.db_deadline_seconds:g} s; retry later.",
+            retry_after=self._settings.retry_after_seconds,
+        )
+
+    def release_in_background(self, connection: asyncpg.Connection) -> None:
+        """Return a connection whose statement was cancelled without waiting for the cancellation.
+
+        asyncpg cancels a timed-out or cancelled statement by sending a cancel request on a new connection,
+        and a release waits for it. A frozen server, or a pooler that cannot pass the cancel on, never
+        answers, so the request would wait up to the statement timeout again. The pool gets the connection
+        back (or drops it) when the cancellation ends; the request answers now."""
+        task = asyncio.get_running_loop().create_task(self._release_quietly(connection))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release_quietly(self, connection: asyncpg.Connection) -> None:
+        try:
+            await self.pool.release(connection)
+        except Exception as release_error:  # a broken connection is discarded by the pool
+            log.debug("release failed: %s", type(release_error).__name__)
+
     def connection(self, operation: str | None = None) -> _Lease:
         """`async with db.connection("touch") as connection:` a pooled connection for one operation.
 
@@ -180,6 +210,38 @@ class Database:
             return 0, 0, self.waiting
         size = self._pool.get_size()
         return size, size - self._pool.get_idle_size(), self.waiting
+
+
+def _may_leave_a_cancellation(error: BaseException) -> bool:
+    """True when the block ended while a statement may still be running (its cancellation pending)."""
+    return isinstance(error, asyncio.CancelledError | TimeoutError) or is_unavailable_error(error)
+
+
+class _HasDatabase(Protocol):
+    db: Database
+
+
+Owner = TypeVar("Owner", bound=_HasDatabase)
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def within_deadline(
+    operation: Callable[Concatenate[Owner, Params], Coroutine[Any, Any, Result]],
+) -> Callable[Concatenate[Owner, Params], Coroutine[Any, Any, Result]]:
+    """Bound a request's whole database work (waiting for a group statement, a connection, every
+    statement) by DB_DEADLINE_SECONDS: past it the request answers 503, whatever it was waiting for.
+    For methods of objects that hold the `Database` as `self.db`."""
+
+    async def bounded(self: Owner, /, *args: Params.args, **kwargs: Params.kwargs) -> Result:
+        try:
+            async with asyncio.timeout(self.db._settings.db_deadline_seconds):
+                return await operation(self, *args, **kwargs)
+        except TimeoutError:
+            raise self.db.deadline_passed() from None
+
+    functools.update_wrapper(bounded, operation)
+    return bounded
 
 
 class _Lease:
@@ -220,10 +282,10 @@ class _Lease:
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
         db = self._db
-        try:
-            await db.pool.release(self._connection)
-        except Exception as release_error:  # a broken connection is discarded by the pool
-            log.debug("release failed: %s", type(release_error).__name__)
+        if error is not None and _may_leave_a_cancellation(error):
+            db.release_in_background(self._connection)
+        else:
+            await db._release_quietly(self._connection)
         if error is not None:
             if isinstance(error, Exception) and is_unavailable_error(error):
                 raise await db.unavailable(error) from error

@@ -190,9 +190,13 @@ class SessionRepository:
         principal: str | None,
         granularity_seconds: float,
         async_commit: bool,
+        wait: bool = False,
     ) -> TouchOutcome:
+        """Touch one session. Unless `wait`, a row that another transaction holds is not waited for: the
+        outcome is due and not written, as for a row that is gone."""
+        statement = touch.TOUCH_SESSION_WAITING if wait else touch.TOUCH_SESSION
         record = await self.connection.fetchrow(
-            *touch.TOUCH_SESSION.bind(
+            *statement.bind(
                 tenant=tenant,
                 id=session_id,
                 principal=principal,
@@ -206,7 +210,8 @@ class SessionRepository:
     async def touch_many(
         self, keys: list[tuple[str, str, str | None]], *, granularity_seconds: float, async_commit: bool
     ) -> list[TouchOutcome]:
-        """Touch several distinct sessions in one statement; outcomes in the order of `keys`."""
+        """Touch several distinct sessions in one statement; outcomes in the order of `keys`. Rows that
+        another transaction holds are skipped, not waited for (due and not written)."""
         records = await self.connection.fetch(
             *touch.TOUCH_MANY.bind(
                 tenants=[key[0] for key in keys],

@@ -7,6 +7,7 @@ FastAPI here; errors are `app.errors` types that carry their HTTP status.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from app import metrics, quotas, rules
 from app.analytics import RequestAnalytics
 from app.batching import StatementBatcher
 from app.config import MismatchStatus, Settings
-from app.db import Database
+from app.db import Database, within_deadline
 from app.errors import (
     PreconditionFailed,
     PrincipalMismatch,
@@ -25,6 +26,7 @@ from app.errors import (
 )
 from app.quotas import QUOTA_HEADROOM, Quotas, TenantQuota
 from app.repository import InsertOutcome, Lookup, NewSession, QuotaLimits, SessionRepository, TouchOutcome
+from app.row_gate import RowGate
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
 
 DEFAULT_PAGE_SIZE = 100
@@ -62,6 +64,8 @@ class SessionService:
             self._touch_batch, conflict=lambda key: key[:2]
         )
         self.creates: StatementBatcher[_MintedCreate, InsertOutcome] = StatementBatcher(self._create_batch)
+        # One waiter per locked row in this process (row_gate.py): single-row writes and touch retries.
+        self.rows = RowGate()
 
     def _mismatch(self, tenant: str, operation: str) -> Exception:
         """A caller bound to another principal: counted, answered like a missing session (or 403)."""
@@ -79,6 +83,7 @@ class SessionService:
 
     # --- create ----------------------------------------------------------------------------------
 
+    @within_deadline
     async def create(self, tenant: str, body: SessionCreate, session_id: str | None = None) -> dict[str, Any]:
         """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken)."""
         idle, lifetime = rules.timeouts(self.settings, body)
@@ -100,7 +105,7 @@ class SessionService:
             outcome = await self.creates.submit(_MintedCreate(tenant, new_id, new, quota.limits))
             if outcome.session is not None or not outcome.tight_scopes:
                 return self._finish_create(tenant, how, quota, outcome)
-        async with self.db.connection(how) as connection:
+        async with self.rows.hold((tenant, new_id)), self.db.connection(how) as connection:
             repo = SessionRepository(connection)
             if session_id is not None:
                 outcome = await repo.insert(
@@ -155,6 +160,7 @@ class SessionService:
 
     # --- touch -----------------------------------------------------------------------------------
 
+    @within_deadline
     async def touch(
         self, tenant: str, session_id: str, principal: str | None, request: TouchRequest | None
     ) -> Touched:
@@ -165,7 +171,11 @@ class SessionService:
         if not rules.is_valid_session_id(session_id):
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
-        outcome = await self.touches.submit((tenant, session_id, principal))
+        key = (tenant, session_id, principal)
+        outcome = await self.touches.submit(key)
+        if outcome.found and outcome.due and not outcome.written:
+            # The group statement does not wait for a row another transaction holds: touch it alone.
+            outcome = await self._touch_waiting(key)
         if not outcome.found:
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound(outcome.ended_reason)
@@ -177,6 +187,18 @@ class SessionService:
             raise SessionNotFound()
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
+
+    async def _touch_waiting(self, key: TouchKey) -> TouchOutcome:
+        tenant, session_id, principal = key
+        async with self.rows.hold((tenant, session_id)), self.db.connection("touch") as connection:
+            return await SessionRepository(connection).touch(
+                tenant,
+                session_id,
+                principal=principal,
+                granularity_seconds=self.settings.touch_granularity_seconds,
+                async_commit=not self.settings.touch_synchronous_commit,
+                wait=True,
+            )
 
     async def _touch_batch(self, keys: list[TouchKey]) -> list[TouchOutcome]:
         granularity = self.settings.touch_granularity_seconds
@@ -197,6 +219,7 @@ class SessionService:
 
     # --- read and change -------------------------------------------------------------------------
 
+    @within_deadline
     async def get(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
@@ -208,13 +231,15 @@ class SessionService:
             raise self._mismatch(tenant, "get")
         return lookup.session
 
+    @within_deadline
     async def patch(
         self, tenant: str, session_id: str, principal: str | None, patch: SessionPatch, if_match: str | None
     ) -> dict[str, Any]:
         """Apply a merge patch with optimistic concurrency on `version` (412 when If-Match fails)."""
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
-        async with self.db.connection("patch") as connection, connection.transaction():
+        rows, db = self.rows.hold((tenant, session_id)), self.db.connection("patch")
+        async with rows, db as connection, connection.transaction():
             # The row lock serialises concurrent patches of one session: each re-reads the latest version
             # and none is lost. Touches of the row wait for the lock only for this short transaction.
             repo = SessionRepository(connection)
@@ -241,6 +266,7 @@ class SessionService:
             raise SessionNotFound()
         return updated
 
+    @within_deadline
     async def list(
         self, tenant: str, filters: dict[str, str], cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -256,10 +282,11 @@ class SessionService:
 
     # --- end -------------------------------------------------------------------------------------
 
+    @within_deadline
     async def delete(self, tenant: str, session_id: str, principal: str | None) -> None:
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
-        async with self.db.connection("delete") as connection:
+        async with self.rows.hold((tenant, session_id)), self.db.connection("delete") as connection:
             repo = SessionRepository(connection)
             lifetime = await repo.delete(
                 tenant,
@@ -281,24 +308,31 @@ class SessionService:
             )
         revoked = 0
         while True:
-            async with self.db.connection("revoke") as connection:
-                lifetimes = await SessionRepository(connection).revoke_batch(
-                    tenant,
-                    filters,
-                    batch=REVOKE_BATCH,
-                    tombstone_seconds=self.settings.tombstone_retention_seconds,
-                )
+            lifetimes = await self._revoke_batch(tenant, filters)
             for lifetime in lifetimes:
                 metrics.count_ended(tenant, "revoked", lifetime)
             revoked += len(lifetimes)
             if len(lifetimes) < REVOKE_BATCH:
                 return revoked
 
+    @within_deadline
+    async def _revoke_batch(self, tenant: str, filters: dict[str, str]) -> builtins.list[float]:
+        """One batch of a revocation: the deadline bounds each batch, not the whole revocation, which
+        takes as many batches as there are matching sessions (and is idempotent if cut short)."""
+        async with self.db.connection("revoke") as connection:
+            return await SessionRepository(connection).revoke_batch(
+                tenant,
+                filters,
+                batch=REVOKE_BATCH,
+                tombstone_seconds=self.settings.tombstone_retention_seconds,
+            )
+
+    @within_deadline
     async def rotate(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
         """Give a live session a new minted id atomically; the old id ends with reason `rotated`."""
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
-        async with self.db.connection("rotate") as connection:
+        async with self.rows.hold((tenant, session_id)), self.db.connection("rotate") as connection:
             repo = SessionRepository(connection)
             rotated = await repo.rotate(
                 tenant,

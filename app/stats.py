@@ -7,7 +7,7 @@ from typing import Any
 
 from app.analytics import RequestAnalytics
 from app.config import Settings
-from app.db import Database
+from app.db import Database, within_deadline
 from app.quotas import Quotas
 from app.repository import SessionRepository
 from app.rules import END_REASONS
@@ -22,6 +22,7 @@ class Stats:
         self.quotas = quotas
         self.analytics = analytics
 
+    @within_deadline
     async def of_tenant(self, tenant: str) -> dict[str, Any]:
         async with self.db.connection("stats") as connection:
             repo = SessionRepository(connection)
@@ -34,6 +35,7 @@ class Stats:
             "limits": self.limits(tenant),
         }
 
+    @within_deadline
     async def of_all_tenants(self) -> dict[str, Any]:
         """Admin: the same figures for every tenant that has sessions or history."""
         async with self.db.connection("admin_stats") as connection:

@@ -24,27 +24,32 @@ def _slide(target: str) -> str:
                               ELSE s.purge_after END"""
 
 
-# The live row's target expiry, a write only if it moves expiry by the threshold (and the principal
-# matches), and, when there is no live row, why it ended.
-TOUCH_SESSION = Statement(
-    "touch_session",
-    f"""
+def _touch_one(name: str, *, skip_locked: bool) -> Statement:
+    """The live row's target expiry, a write only if it moves expiry by the threshold (and the principal
+    matches), and, when there is no live row, why it ended. With `skip_locked` a row that another
+    transaction holds is not waited for: the statement answers "due, not written" at once."""
+    locked, lock_condition = "", ""
+    if skip_locked:
+        locked = f"""
+), locked AS (
+    SELECT 1 FROM sessions AS s, current AS c
+     WHERE s.tenant = :tenant AND s.id = :id AND {_WRITES}
+       FOR UPDATE OF s SKIP LOCKED"""
+        lock_condition = "\n       AND EXISTS (SELECT 1 FROM locked)"
+    return Statement(
+        name,
+        f"""
 WITH current AS (
     SELECT principal, expires_at,
            LEAST(now() + idle_timeout_seconds * interval '1 second', {LIFETIME_END}) AS target,
            LEAST(:granularity::float8, idle_timeout_seconds * 0.1) * interval '1 second' AS threshold
       FROM sessions
-     WHERE tenant = :tenant AND id = :id AND expires_at > now()
+     WHERE tenant = :tenant AND id = :id AND expires_at > now(){locked}
 ), touched AS (
     UPDATE sessions AS s
        SET {_slide("c.target")}
       FROM current AS c
-     WHERE s.tenant = :tenant AND s.id = :id
-       AND (:principal::text IS NULL OR c.principal IS NULL OR c.principal = :principal::text)
-       -- Decided on the snapshot row, not re-checked against a concurrent touch's newer version: then a
-       -- due touch that writes nothing means the row is gone (ended meanwhile), never "someone was
-       -- faster". GREATEST above keeps the racing writes monotonic.
-       AND c.target - c.expires_at >= c.threshold
+     WHERE s.tenant = :tenant AND s.id = :id AND {_WRITES}{lock_condition}
     RETURNING s.expires_at
 )
 SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
@@ -53,7 +58,21 @@ SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expire
   FROM (SELECT {asynchronous_commit(":async_commit")}) AS commit_mode
   LEFT JOIN current AS c ON true LEFT JOIN touched AS t ON true
 """,
-)
+    )
+
+
+# Whether the touch writes: the principal matches and the expiry moves by the threshold. Decided on the
+# snapshot row, not re-checked against a concurrent touch's newer version: then a due touch that writes
+# nothing means the row is gone or (skip_locked) held by another transaction, never "someone was
+# faster". GREATEST in `_slide` keeps racing writes monotonic.
+_WRITES = """(:principal::text IS NULL OR c.principal IS NULL OR c.principal = :principal::text)
+       AND c.target - c.expires_at >= c.threshold"""
+
+# The group statement's one-row form: it never waits for a row lock, so a locked session cannot hold a
+# statement slot that other sessions' touches need (docs/design.md, "Row locks").
+TOUCH_SESSION = _touch_one("touch_session", skip_locked=True)
+# A touch that the group statement could not write, alone and waiting for the row (behind `RowGate`).
+TOUCH_SESSION_WAITING = _touch_one("touch_session_waiting", skip_locked=False)
 
 # Many touches in one statement (see `app/batching.py`): parallel arrays of tenant, id and principal;
 # one answer row per request row, in request order, with the columns of TOUCH_SESSION.
@@ -71,12 +90,13 @@ WITH req AS (
            (r.principal IS NULL OR s.principal IS NULL OR s.principal = r.principal) AS allowed
       FROM req AS r JOIN sessions AS s ON s.tenant = r.tenant AND s.id = r.id AND s.expires_at > now()
 ), due AS (
-    -- Lock what will be written in (tenant, id) order, as every multi-row writer does: no deadlocks.
+    -- Lock what will be written, skipping rows another transaction holds (they come back due and not
+    -- written, and are retried alone); in (tenant, id) order, as every multi-row writer locks.
     SELECT c.n, c.target, s.tenant, s.id
       FROM current AS c JOIN sessions AS s ON s.tenant = c.tenant AND s.id = c.id
      WHERE c.allowed AND c.target - c.expires_at >= c.threshold
      ORDER BY s.tenant, s.id
-       FOR UPDATE OF s
+       FOR UPDATE OF s SKIP LOCKED
 ), touched AS (
     UPDATE sessions AS s
        SET {_slide("d.target")}
