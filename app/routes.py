@@ -23,6 +23,8 @@ from app.purge import purge_once, record
 from app.repository import LIST_FILTERS, REVOKE_FILTERS
 from app.schemas import (
     AdminStats,
+    AnalyticsBatch,
+    AnalyticsRecorded,
     PurgeRun,
     RevokeResult,
     SessionCreate,
@@ -343,6 +345,20 @@ async def rotate_session(
     headers = session_headers(session)
     headers["Location"] = f"/v1/sessions/{quote(session['id'], safe='')}"
     return json_response(session, 201, headers)
+
+
+@router.post(
+    "/analytics",
+    response_model=AnalyticsRecorded,
+    responses=problem_responses(*COMMON, 413, 415, 422),
+    openapi_extra=request_body(AnalyticsBatch, JSON_TYPES, required=True),
+    summary="Report the outcomes of gateway requests in a batch (request analytics without a touch)",
+)
+async def report_requests(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+    batch = await read_json(request, AnalyticsBatch, JSON_TYPES)
+    if batch is None:
+        raise ValidationFailed.one("body", "a JSON object with `requests` is required")
+    return json_response({"recorded": service.record_requests(tenant, batch.requests)})
 
 
 # One SSE frame as schemathesis and OpenAPI 3.2 see it: `event`, `data` (JSON), `id`.

@@ -352,6 +352,12 @@ class SessionService:
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
 
+    def record_requests(self, tenant: str, requests: list[TouchRequest]) -> int:
+        """Request analytics reported in a batch (`POST /v1/analytics`): counted exactly as touch bodies."""
+        for request in requests:
+            self.analytics.record(tenant, request.method, request.ok, request.duration_ms)
+        return len(requests)
+
     async def patch(
         self, tenant: str, session_id: str, principal: str | None, patch: SessionPatch, if_match: str | None
     ) -> dict[str, Any]:
