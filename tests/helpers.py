@@ -118,12 +118,15 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0) -> LiveServer:
-    """Run `session-broker serve` as a real process and wait until /readyz answers 200."""
-    port = free_port()
+def start_server(
+    env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0, port: int | None = None
+) -> LiveServer:
+    """Run `session-broker serve` as a real process and wait until /readyz answers 200 (on `port`, to
+    restart a server where its clients expect it; a free port by default)."""
+    port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
     env.update({"SESSION_BROKER_PORT": str(port), "SESSION_BROKER_LOG_FORMAT": "json", **env_overrides})
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
             cwd=ROOT,
