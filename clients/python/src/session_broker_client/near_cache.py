@@ -116,8 +116,11 @@ class NearCache:
 
     def on_event(self, event: Event) -> None:
         """Subscriber of the broker's event stream."""
-        if event.type in ENDING_EVENTS and event.session_id is not None:
-            self.invalidate(event.session_id)
+        if event.type in ENDING_EVENTS:
+            # A rotation's event is about the new id; the id that stopped working is `old_id`.
+            ended = event.data.get("old_id") if event.type == "session.rotated" else event.session_id
+            if isinstance(ended, str):
+                self.invalidate(ended)
         elif event.type == "stream.open":
             self._connected = True
         elif event.type in DISTRUST_EVENTS:
