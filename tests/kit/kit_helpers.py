@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,14 @@ def broker_args(broker: KitBroker, key: str = KIT_KEY) -> list[str]:
     return ["--broker-url", broker.url, "--api-key", key]
 
 
-def mcp_client(url: str, token: str | None = None, mode: str = "legacy") -> Client:
-    """The SDK's own client; `token` is sent as `Authorization: Bearer <token>`."""
-    if token is None:
-        return Client(url, mode=mode)  # type: ignore[arg-type]
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0))
-    return Client(streamable_http_client(url, http_client=http), mode=mode)  # type: ignore[arg-type]
+@asynccontextmanager
+async def mcp_client(url: str, token: str | None = None, mode: str = "legacy") -> AsyncIterator[Client]:
+    """The SDK's own client, connected; `token` is sent as `Authorization: Bearer <token>`."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0)) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+            yield client
 
 
 def tool_call(name: str, arguments: dict[str, Any] | None = None, request_id: int = 1) -> dict[str, Any]:
