@@ -67,20 +67,21 @@ def path(session_id: str) -> str:
     return "/v1/sessions/" + quote(session_id, safe="")
 
 
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict:
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["type"] == f"urn:session-broker:problem:{slug}"
     assert body["title"] and body["detail"]
     return body
 
 
-async def create(client: httpx.AsyncClient, **body: object) -> dict:
+async def create(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
     response = await client.post("/v1/sessions", json=body, headers=auth())
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def ts(value: str) -> datetime:

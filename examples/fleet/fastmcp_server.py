@@ -20,7 +20,7 @@ from key_value.aio.stores.filetree import FileTreeStore
 from session_broker_client.mcp import BrokerSessionMiddleware
 from starlette.middleware import Middleware
 
-from examples.fleet.options import broker_of, parser
+from examples.fleet.options import broker_of, middleware_options, parser, stats_route
 
 
 def build_server(replica: str, state_dir: str) -> FastMCP:
@@ -49,10 +49,11 @@ def build_app(args: argparse.Namespace) -> Any:
     server = build_server(args.replica, args.state_dir)
     if args.mode == "stock":
         return server.http_app(path="/mcp")
-    middleware = [
-        Middleware(BrokerSessionMiddleware, broker=broker_of(args), idle_timeout_seconds=args.idle_timeout)
-    ]
-    return server.http_app(path="/mcp", stateless_http=True, middleware=middleware)
+    broker = broker_of(args)
+    middleware = [Middleware(BrokerSessionMiddleware, broker=broker, **middleware_options(args))]
+    app = server.http_app(path="/mcp", stateless_http=True, middleware=middleware)
+    app.router.routes.append(stats_route(broker))
+    return app
 
 
 def main() -> None:

@@ -44,6 +44,15 @@ def spawn(
     name: str, module: str, args: list[str], port: int, log_dir: Path, env: dict[str, str] | None = None
 ) -> Process:
     """`python -m module args...` with output in `log_dir/name.log`; returns once `port` accepts."""
+    process = launch(name, module, args, port, log_dir, env)
+    wait_until_listening(process)
+    return process
+
+
+def launch(
+    name: str, module: str, args: list[str], port: int, log_dir: Path, env: dict[str, str] | None = None
+) -> Process:
+    """Start `python -m module args...` without waiting (start several, then `wait_until_listening`)."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         popen = subprocess.Popen(
@@ -53,9 +62,7 @@ def spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    process = Process(name, popen, port, log_path)
-    wait_until_listening(process)
-    return process
+    return Process(name, popen, port, log_path)
 
 
 def wait_until_listening(process: Process, timeout: float = 60.0) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from mcp.server.auth.provider import AccessToken
 from session_broker_client import SessionBroker
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 ISSUER = "https://issuer.example"
 CLIENT_ID = "fleet-client"
@@ -37,8 +41,34 @@ def parser(description: str, modes: tuple[str, ...]) -> argparse.ArgumentParser:
     result.add_argument("--near-cache", type=float, default=0.0, help="touch near-cache window, seconds")
     result.add_argument("--auth", action="store_true", help="require `Bearer token-<user>`")
     result.add_argument("--idle-timeout", type=int, default=None, help="broker idle timeout of new sessions")
+    result.add_argument("--not-found-code", type=int, default=-32600, help="JSON-RPC code of the 404 body")
     result.add_argument("--log-level", default="warning")
     return result
+
+
+def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"idle_timeout_seconds": args.idle_timeout, "not_found_code": args.not_found_code}
+
+
+def stats_route(broker: SessionBroker, manager: Any = None) -> Route:
+    """`GET /kit-stats`: what this replica's kit did (near-cache counters, broker calls by operation,
+    adopted sessions), for the tests and the benchmark. Not part of the kit: an example's window."""
+
+    async def kit_stats(request: Request) -> JSONResponse:
+        cache = broker.near_cache
+        body: dict[str, Any] = {
+            "broker_calls": broker.calls,
+            "near_cache": None if cache is None else {**vars(cache.stats), "connected": cache.connected},
+        }
+        if manager is not None:
+            body["manager"] = {
+                "adopted": manager.adopted,
+                "dropped": manager.dropped,
+                "local_sessions": len(manager._server_instances),
+            }
+        return JSONResponse(body)
+
+    return Route("/kit-stats", kit_stats, methods=["GET"])
 
 
 def broker_of(args: argparse.Namespace) -> SessionBroker:

@@ -23,7 +23,7 @@ from session_broker_client.mcp import brokered_stateful_app, install
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 
-from examples.fleet.options import ISSUER, StaticTokens, broker_of, parser
+from examples.fleet.options import ISSUER, StaticTokens, broker_of, middleware_options, parser, stats_route
 
 
 def build_server(replica: str, auth: bool) -> MCPServer:
@@ -58,11 +58,11 @@ def build_app(args: argparse.Namespace) -> Any:
     broker = broker_of(args)
     if args.mode == "own":
         # The SDK's app, stateless; the middleware goes innermost, i.e. inside the SDK's auth middleware.
-        return install(
-            server.streamable_http_app(stateless_http=True),
-            broker=broker,
-            idle_timeout_seconds=args.idle_timeout,
+        app = install(
+            server.streamable_http_app(stateless_http=True), broker=broker, **middleware_options(args)
         )
+        app.router.routes.append(stats_route(broker))
+        return app
     auth_middleware = (
         [
             Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(StaticTokens())),
@@ -71,9 +71,9 @@ def build_app(args: argparse.Namespace) -> Any:
         if args.auth
         else []
     )
-    return brokered_stateful_app(
-        server, broker=broker, middleware=auth_middleware, idle_timeout_seconds=args.idle_timeout
-    )
+    app = brokered_stateful_app(server, broker=broker, middleware=auth_middleware, **middleware_options(args))
+    app.router.routes.append(stats_route(broker, app.state.session_manager))
+    return app
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from session_broker_client import SessionBroker, SessionNotFound
+
 from tests.kit.kit_helpers import (
     SDK_NOT_FOUND,
     Fleet,
@@ -78,7 +78,7 @@ async def test_per_session_state_written_on_one_replica_is_read_on_the_other(fle
         "fastmcp-own-1",
     }  # read on the replica that wrote it, and on the other
     async with mcp_client(fleet.url) as stranger:  # another session does not see it
-        assert (await stranger.call_tool("recall", {"key": "colour"})).structured_content["value"] is None  # type: ignore[index]
+        assert (await stranger.call_tool("recall", {"key": "colour"})).structured_content["value"] is None
 
 
 async def test_delete_through_one_replica_then_404_through_the_other_then_initialize_again(

@@ -35,8 +35,9 @@ def test_installing_the_client_alone_pulls_in_httpx_only(tmp_path: Path) -> None
     assert not installed & SERVER_DEPENDENCIES, installed & SERVER_DEPENDENCIES
     assert "mcp" not in installed  # the SDK adapter is an extra
     probe = "import session_broker_client as c; print(c.SessionBroker.__name__)"
-    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == (
-        "SessionBroker"
+    imported = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "SessionBroker"
+    without_extra = subprocess.run(
+        [str(python), "-c", "import session_broker_client.mcp"], capture_output=True
     )
-    without_extra = subprocess.run([str(python), "-c", "import session_broker_client.mcp"], capture_output=True)
     assert without_extra.returncode != 0  # needs the `mcp` extra, and says so by failing to import

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from session_broker_client import SessionBroker
+
 from tests.kit.kit_helpers import (
     SDK_NOT_FOUND,
     Fleet,
