@@ -62,12 +62,15 @@ request = function()
   headers["Accept"] = "%(accept)s"
   headers["MCP-Protocol-Version"] = "%(version)s"
   headers["Mcp-Session-Id"] = ids[(counter %% #ids) + 1]
-  local body = '{"jsonrpc":"2.0","id":' .. counter .. ',"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}'
+  local body = '{"jsonrpc":"2.0","id":' .. counter
+    .. ',"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}'
   return wrk.format("POST", "/mcp", headers, body)
 end
 done = function(summary, latency, requests)
-  local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-  io.write(string.format('WRK {"requests":%%d,"seconds":%%f,"errors":%%d,"p50_ms":%%f,"p90_ms":%%f,"p99_ms":%%f}\\n',
+  local e = summary.errors
+  local errors = e.status + e.connect + e.read + e.write + e.timeout
+  io.write(string.format(
+    'WRK {"requests":%%d,"seconds":%%f,"errors":%%d,"p50_ms":%%f,"p90_ms":%%f,"p99_ms":%%f}\\n',
     summary.requests, summary.duration / 1e6, errors,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
 end
@@ -113,7 +116,11 @@ def open_sessions(url: str, count: int) -> list[str]:
         "jsonrpc": "2.0",
         "id": 0,
         "method": "initialize",
-        "params": {"protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+        "params": {
+            "protocolVersion": VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"},
+        },
     }
     with httpx.Client(timeout=30) as http:
         for _ in range(count):
@@ -122,7 +129,9 @@ def open_sessions(url: str, count: int) -> list[str]:
             session_id = opened.headers["mcp-session-id"]
             session_headers = {**headers, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": VERSION}
             # Strict round robin: the stock replica behind a one-upstream proxy sees every request.
-            http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session_headers)
+            http.post(
+                url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session_headers
+            )
             ids.append(session_id)
     return ids
 
@@ -132,7 +141,17 @@ def run_wrk(url: str, ids: list[str], seconds: float, connections: int, work: Pa
     script.write_text(
         WRK_SCRIPT % {"ids": ",".join(json.dumps(i) for i in ids), "accept": ACCEPT, "version": VERSION}
     )
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url]
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK "))
     parsed: dict[str, Any] = json.loads(line[4:])
@@ -184,7 +203,9 @@ def start_setup(name: str, replica_args: list[list[str]], work: Path) -> Setup:
         )
     port = free_port()
     upstreams = [arg for replica in replicas for arg in ("--upstream", replica.url)]
-    proxy = launch(f"{name}-proxy", "examples.fleet.proxy", ["--port", str(port), "--no-log", *upstreams], port, work)
+    proxy = launch(
+        f"{name}-proxy", "examples.fleet.proxy", ["--port", str(port), "--no-log", *upstreams], port, work
+    )
     for process in [*replicas, proxy]:
         wait_until_listening(process)
     return Setup(name, replicas, proxy)
@@ -252,10 +273,8 @@ def main() -> None:
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
     stock = results[0]
-    print(
-        f"\ntools/call, {args.connections} connections, {args.sessions} sessions, {args.seconds:g} s per setup "
-        "(wrk, loopback, shared 2-core machine)\n"
-    )
+    load = f"{args.connections} connections, {args.sessions} sessions, {args.seconds:g} s per setup"
+    print(f"\ntools/call, {load} (wrk, loopback, shared 2-core machine)\n")
     header = f"{'setup':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'x thrpt':>9}{'x p99':>8}"
     print(header + f"{'broker calls/call':>19}{'touches/call':>14}{'cache hits':>12}")
     for result in results:
@@ -263,9 +282,13 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"{result.name:<24}{result.requests_per_second:>9.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
             f"{result.errors:>8}{result.requests_per_second / stock.requests_per_second:>9.2f}"
             f"{result.p99_ms / stock.p99_ms:>8.2f}{result.broker_calls_per_call:>19.3f}"
-            f"{result.touches_per_call:>14.3f}{'' if result.near_cache_hits is None else result.near_cache_hits:>12}"
+            f"{result.touches_per_call:>14.3f}{_blank_if_none(result.near_cache_hits):>12}"
         )
     print(json.dumps({"results": [vars(result) for result in results]}, indent=None))
+
+
+def _blank_if_none(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 if __name__ == "__main__":
