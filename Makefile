@@ -4,12 +4,13 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi docs bench tools clean
+.PHONY: run test lint openapi docs bench bench-gateway fleet tools clean
 
-$(BIN)/session-broker: pyproject.toml
+$(BIN)/session-broker: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e 'clients/python[mcp,fastmcp]'
 	@touch $@
 
 ## Start the service on the embedded PostgreSQL (data in ./.session-broker-data) at 127.0.0.1:8080.
@@ -28,8 +29,8 @@ tools:
 		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null); }
 
 lint: $(BIN)/session-broker
-	$(BIN)/ruff check app tests migrations bench observability scripts
-	$(BIN)/ruff format --check app tests migrations bench observability scripts
+	$(BIN)/ruff check app tests migrations bench observability scripts clients/python/src examples
+	$(BIN)/ruff format --check app tests migrations bench observability scripts clients/python/src examples
 	$(BIN)/mypy
 
 ## Regenerate openapi.yaml from the app (a test fails when it is stale).
@@ -46,6 +47,15 @@ bench: $(BIN)/session-broker
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python -m bench
+
+## A two-replica MCP fleet (SDK and FastMCP) on the broker behind round-robin proxies; Ctrl-C stops it.
+fleet: $(BIN)/session-broker
+	$(BIN)/python -m examples.fleet
+
+## The gateway kit's benchmark: tools/call through the brokered fleet vs one stock stateful replica.
+bench-gateway: $(BIN)/session-broker
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench.gateway
 
 clean:
 	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache

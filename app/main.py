@@ -21,7 +21,7 @@ from app.fleet_gauges import gauges_loop
 from app.http.edge import SessionBrokerApp
 from app.http.errors import install_exception_handlers
 from app.http.openapi import build_openapi
-from app.http.routes import admin, collection, events, operations, sessions
+from app.http.routes import admin, analytics, collection, events, operations, sessions
 from app.migrate import head_revision, known_revisions
 from app.purge import purge_loop
 from app.quotas import Quotas
@@ -137,7 +137,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     metrics.register_tenants(keys.tenants or ["default"])
-    for module in (sessions, collection, events, admin, operations):
+    for module in (sessions, collection, analytics, events, admin, operations):
         app.include_router(module.router)
     install_exception_handlers(app, settings.retry_after_seconds)
     app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]

@@ -85,6 +85,22 @@ class TouchRequest(RequestModel):
     duration_ms: Annotated[StrictFloat, Field(ge=0, le=86_400_000)] | None = None
 
 
+class AnalyticsBatch(RequestModel):
+    """Body of `POST /v1/analytics`: outcomes of gateway requests, reported after they finished.
+
+    A touch happens before the request it accompanies is served, so its body cannot carry that
+    request's outcome; gateways buffer outcomes and send them here in batches instead."""
+
+    requests: Annotated[
+        list[TouchRequest],
+        Field(min_length=1, max_length=1000, description="1-1000 request outcomes, each as in a touch body"),
+    ]
+
+
+class AnalyticsRecorded(BaseModel):
+    recorded: int = Field(description="request outcomes counted")
+
+
 class SessionRead(BaseModel):
     id: str
     kind: str
@@ -227,6 +243,6 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (SessionCreate, SessionPatch, TouchRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (SessionCreate, SessionPatch, TouchRequest, AnalyticsBatch)
 # Documented only inside other schemas (the event stream), so listed for the components section.
 DOCUMENT_MODELS: tuple[type[BaseModel], ...] = (StreamEvent, StreamNotice)

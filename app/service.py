@@ -188,6 +188,12 @@ class SessionService:
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
 
+    def record_requests(self, tenant: str, requests: builtins.list[TouchRequest]) -> int:
+        """Request analytics reported in a batch (`POST /v1/analytics`): counted exactly as touch bodies."""
+        for request in requests:
+            self.analytics.record(tenant, request.method, request.ok, request.duration_ms)
+        return len(requests)
+
     async def _touch_waiting(self, key: TouchKey) -> TouchOutcome:
         tenant, session_id, principal = key
         async with self.rows.hold((tenant, session_id)), self.db.connection("touch") as connection:

@@ -68,20 +68,21 @@ def path(session_id: str) -> str:
     return "/v1/sessions/" + quote(session_id, safe="")
 
 
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict:
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["type"] == f"urn:session-broker:problem:{slug}"
     assert body["title"] and body["detail"]
     return body
 
 
-async def create(client: httpx.AsyncClient, **body: object) -> dict:
+async def create(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
     response = await client.post("/v1/sessions", json=body, headers=auth())
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def ts(value: str) -> datetime:
@@ -119,12 +120,15 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0) -> LiveServer:
-    """Run `session-broker serve` as a real process and wait until /readyz answers 200."""
-    port = free_port()
+def start_server(
+    env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0, port: int | None = None
+) -> LiveServer:
+    """Run `session-broker serve` as a real process and wait until /readyz answers 200 (on `port`, to
+    restart a server where its clients expect it; a free port by default)."""
+    port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
     env.update({"SESSION_BROKER_PORT": str(port), "SESSION_BROKER_LOG_FORMAT": "json", **env_overrides})
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
             cwd=ROOT,
@@ -167,7 +171,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: f
         await asyncio.sleep(interval)
 
 
-async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[str, dict]]:
+async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[str, dict[str, Any]]]:
     rows = await raw_db.fetch(
         "SELECT type, data FROM session_events WHERE session_id = $1 ORDER BY position", session_id
     )

@@ -1,0 +1,85 @@
+"""An MCP server on the python SDK (`MCPServer`), runnable as one replica of the example fleet.
+
+Modes:
+- `own` (default): stateless SDK app + `BrokerSessionMiddleware` (the broker owns sessions);
+- `register`: stateful SDK app with `BrokerAwareSessionManager` + the middleware in register mode
+  (keeps client info and capabilities; other replicas adopt sessions);
+- `stock`: the SDK as users run it today (stateful, in-process sessions, no broker).
+
+Run: `python -m examples.fleet.sdk_server --port 9001 --mode own --broker-url URL --api-key KEY`
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Context, MCPServer
+from session_broker_client.mcp import brokered_stateful_app, install
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+
+from examples.fleet.options import ISSUER, StaticTokens, broker_of, middleware_options, parser, stats_route
+
+
+def build_server(replica: str, auth: bool) -> MCPServer:
+    server = MCPServer(
+        "fleet-sdk",
+        token_verifier=StaticTokens() if auth else None,
+        auth=AuthSettings(issuer_url=ISSUER, resource_server_url=None) if auth else None,
+    )
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @server.tool()
+    def whoami(ctx: Context) -> dict[str, Any]:
+        """Which replica answered, and what it knows about the client."""
+        params = ctx.session.client_params
+        return {
+            "replica": replica,
+            "client": params.client_info.name if params is not None else None,
+            "sampling": bool(params and params.capabilities.sampling is not None),
+        }
+
+    return server
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    server = build_server(args.replica, args.auth)
+    if args.mode == "stock":
+        return server.streamable_http_app()
+    broker = broker_of(args)
+    if args.mode == "own":
+        # The SDK's app, stateless; the middleware goes innermost, i.e. inside the SDK's auth middleware.
+        app = install(
+            server.streamable_http_app(stateless_http=True), broker=broker, **middleware_options(args)
+        )
+        app.router.routes.append(stats_route(broker))
+        return app
+    auth_middleware = (
+        [
+            Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(StaticTokens())),
+            Middleware(AuthContextMiddleware),
+        ]
+        if args.auth
+        else []
+    )
+    app = brokered_stateful_app(server, broker=broker, middleware=auth_middleware, **middleware_options(args))
+    app.router.routes.append(stats_route(broker, app.state.session_manager))
+    return app
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], ("own", "register", "stock")).parse_args()
+    uvicorn.run(build_app(args), host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()
