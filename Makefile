@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/session-broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $@
 
 ## Start the service on the embedded PostgreSQL (data in ./.session-broker-data) at 127.0.0.1:8080.
@@ -42,7 +42,6 @@ docs: $(BIN)/session-broker
 
 ## Side-by-side benchmark against reference implementations (see bench/README.md); under 10 minutes.
 bench: $(BIN)/session-broker
-	$(BIN)/pip install -q -e '.[test,bench]'
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python -m bench
