@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi docs bench tools clean
+.PHONY: run test lint openapi docs bench bench-docs tools clean
 
 $(BIN)/session-broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(BIN)/session-broker
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python -m bench
+
+## Regenerate the README's Performance table and bench/README.md's target list from bench/targets.py
+## (a test fails when they are stale). RESULT=latest quotes the newest full run, RESULT=<path> that file.
+bench-docs: $(BIN)/session-broker
+	$(BIN)/python -m bench.readme --write $(if $(RESULT),--result $(RESULT))
 
 clean:
 	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache

@@ -46,7 +46,7 @@ class Target:
     doc_label: str
     doc_subject: str = "{}"
     doc_reference: str = "{}"
-    doc_note: str | None = None  # after the verdict; "{}" stands for a run-level figure (see bench.readme)
+    doc_note: str | None = None  # after the verdict; "{name}" is a run-level figure (`run_figures()`)
 
     @property
     def estimate_metric(self) -> str | None:
@@ -163,7 +163,7 @@ TARGETS: tuple[Target, ...] = (
         unit=ROWS_PER_S,
         doc_label="purge rate under touch load",
         doc_subject="{} (paced)",
-        doc_note="{} unpaced, alone",
+        doc_note="{purge_alone_rows_per_s} unpaced, alone",
     ),
     Target(
         id="e-p99-size",
