@@ -19,17 +19,15 @@ from types import FrameType
 
 from bench import report
 from bench.context import HOT_SET, ID_WIDTH, SMALL_SET, TENANT, BenchContext, log, run
-from bench.errors import BenchError
+from bench.errors import ERROR_NOTE, INTERRUPTED_NOTE, BenchError, cut_short
 from bench.paths import WORK_DIR
 from bench.postgres import Postgres, load_sessions, migrate, truncate
 from bench.processes import Children
 from bench.redis_store import Redis
 from bench.scenarios import SCENARIOS, scenario_e_large, scenario_e_small
 from bench.servers import broker_help, which_broker
-from bench.targets import evaluate
+from bench.targets import ALL_SCENARIOS, evaluate
 from bench.wrk import wrk_available
-
-ALL_SCENARIOS = "abcde"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         _run_scenarios(ctx)
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
-        ctx.notes.append("INTERRUPTED: partial results")
+        ctx.notes.append(f"{INTERRUPTED_NOTE}: partial results")
     except BenchError as error:
         log(f"error: {error}")
-        ctx.notes.append(f"ERROR: {error}".splitlines()[0])
+        ctx.notes.append(f"{ERROR_NOTE}: {error}".splitlines()[0])
     finally:
         children.stop_all()
         if redis.loaded:
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     result = report.result(ctx, checks, started)
     out = report.write_result(result, args.output)
     print(f"\nwritten {out} in {result['elapsed_s']:.0f} s")
-    return 1 if any("ERROR" in n or "INTERRUPTED" in n for n in ctx.notes) else 0
+    return 1 if cut_short(ctx.notes) else 0
 
 
 def _prepare_database(ctx: BenchContext) -> None:

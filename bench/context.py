@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 from bench.postgres import Postgres
 from bench.processes import Children
 from bench.redis_store import Redis
+from bench.targets import Row
 
 TENANT = "bench"
 HOT_SET = 1000  # scenario (b)'s working set
-SMALL_SET = 10_000  # scenario (e)'s small size, measured before the rest is loaded
+SMALL_SET = 10_000  # scenario (e)'s small size (its row is `AT_10K`), measured before the rest is loaded
 EXPIRED_ROWS = 300_000  # rows scenario (d)'s purge removes, each time it runs
 WORKERS = 2  # uvicorn workers of every server
 POOL_SIZE = 20  # per worker, as the service's default SESSION_BROKER_DB_POOL_MAX_SIZE
@@ -25,7 +26,6 @@ BACKDATE_SECONDS = 300  # scenario (b): past the default touch granularity, so f
 ID_WIDTH = 43  # len(secrets.token_urlsafe(32))
 UNKNOWN_ID = "x" * ID_WIDTH
 
-Row = dict[str, Any]  # one measurement (or skip/failure) as stored in the result JSON
 T = TypeVar("T")
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.context import BenchContext, Row, log, run
+from bench.context import BenchContext, log, run
 from bench.errors import BenchError
 from bench.paths import WORK_DIR
 from bench.postgres import table_stats
 from bench.processes import Child
 from bench.procfs import CLK_TCK, cpu_busy, sample_tree
 from bench.servers import SERVICE, check_contract, free_port, probes_for, server_argv, server_env, wait_ready
+from bench.targets import Row
 from bench.wrk import WrkLoad, merge_wrk
 
 TABLE_COUNTERS = ("n_tup_ins", "n_tup_upd", "n_tup_hot_upd", "n_tup_del")

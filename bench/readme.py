@@ -20,15 +20,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.errors import cut_short
 from bench.paths import REPO_DIR, RESULTS_DIR
-from bench.targets import FRACTION, RATIO, TARGETS, Target, count_label, figure, measured_value, verdict
+from bench.targets import (
+    ALL_SCENARIOS,
+    FRACTION,
+    RATIO,
+    TARGETS,
+    Target,
+    count_label,
+    figure,
+    measured_value,
+    verdict,
+)
 
 README = REPO_DIR / "README.md"
 BENCH_README = REPO_DIR / "bench" / "README.md"
 TABLE_START = re.compile(r"<!-- bench-table:start (\S+) -->")
 TABLE_END = "<!-- bench-table:end -->"
 TARGETS_START, TARGETS_END = "<!-- bench-targets:start -->", "<!-- bench-targets:end -->"
-ALL_SCENARIOS = {"a", "b", "c", "d", "e"}
 
 # How the README shows one figure of a summary row.
 FIGURES: dict[str, Callable[[float], str]] = {
@@ -44,12 +54,11 @@ VERDICTS = {"PASS": "pass", "MISS": "**miss**", "n/a": "n/a"}
 
 
 def is_full_run(result: dict[str, Any]) -> bool:
-    """A run the README may quote: the default length, every scenario, not cut short."""
-    notes = result.get("notes") or []
+    """A run the README may quote: not `--quick`, every scenario, not cut short."""
     return (
         not result.get("quick")
-        and set(result.get("scenarios") or []) == ALL_SCENARIOS
-        and not any("ERROR" in n or "INTERRUPTED" in n for n in notes)
+        and set(result.get("scenarios") or []) == set(ALL_SCENARIOS)
+        and not cut_short(result.get("notes") or [])
     )
 
 

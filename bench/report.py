@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.context import WORKERS, BenchContext, Row
+from bench.context import WORKERS, BenchContext
 from bench.paths import REPO_DIR, RESULTS_DIR
-from bench.targets import ROWS_PER_S
+from bench.targets import ROWS_PER_S, Row
 from bench.wrk import CO_NOTE, wrk_version
 
 COLUMNS = [

@@ -20,7 +20,6 @@ from bench.context import (
     SMALL_SET,
     TENANT,
     BenchContext,
-    Row,
     log,
     run,
 )
@@ -28,7 +27,7 @@ from bench.measure import RunningServer, measure, measure_window
 from bench.paths import REPO_DIR
 from bench.postgres import backdate, count_purgeable, load_sessions, vacuum
 from bench.servers import SERVICE, has_subcommand, server_env
-from bench.targets import AT_10K, count_label
+from bench.targets import AT_10K, Row, count_label
 
 EVERY_TOUCH_WRITES = {"SESSION_BROKER_TOUCH_GRANULARITY_SECONDS": "0"}
 

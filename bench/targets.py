@@ -18,7 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Row = dict[str, Any]
+Row = dict[str, Any]  # one summary row or target check, as stored in the result JSON
+
+ALL_SCENARIOS = ("a", "b", "c", "d", "e")  # what `--scenarios` may name; bench/scenarios.py runs them
 
 # Units as spelt in result files: what the console prints after a value, and how the docs show it.
 RATIO = "x"  # a ratio of two rows' figures (console "1.450x"; the docs use the multiplication sign)
