@@ -4,12 +4,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi docs bench bench-gateway fleet tools clean
+.PHONY: run test lint openapi docs bench bench-docs bench-gateway fleet tools clean
 
 $(BIN)/session-broker: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/pip install -q -e 'clients/python[mcp,fastmcp]'
 	@touch $@
 
@@ -43,7 +43,6 @@ docs: $(BIN)/session-broker
 
 ## Side-by-side benchmark against reference implementations (see bench/README.md); under 10 minutes.
 bench: $(BIN)/session-broker
-	$(BIN)/pip install -q -e '.[test,bench]'
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python -m bench
@@ -56,6 +55,11 @@ fleet: $(BIN)/session-broker
 bench-gateway: $(BIN)/session-broker
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench.gateway
+
+## Regenerate the README's Performance table and bench/README.md's target list from bench/targets.py
+## (a test fails when they are stale). RESULT=latest quotes the newest full run, RESULT=<path> that file.
+bench-docs: $(BIN)/session-broker
+	$(BIN)/python -m bench.readme --write $(if $(RESULT),--result $(RESULT))
 
 clean:
 	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache

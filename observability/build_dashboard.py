@@ -24,6 +24,21 @@ def rate(selector: str) -> str:
     return f"rate({selector}[{RI}])"
 
 
+def sum_by(by: str, expr: str) -> str:
+    """`expr` summed over replicas, one series per value of the `by` labels (a single series for "")."""
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
+
+
+def or_zero(expr: str) -> str:
+    """0 instead of "no data" while no series exists yet (a counter appears with its first increment)."""
+    return f"{expr} or on() vector(0)"
+
+
+def of_tenants(metric: str, match: str = "") -> str:
+    """`metric` for the tenants chosen in the dashboard's tenant variable (and any other `match`)."""
+    return f"{metric}{{{match}{',' if match else ''}{T}}}"
+
+
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
     return {"datasource": DS, "expr": expr, "legendFormat": legend, "range": True, "refId": ref}
 
@@ -91,13 +106,13 @@ class Layout:
 
 def ratio_or_zero(num: str, den: str, by: str) -> str:
     """num/den by labels, reading 0 (not "no data") where the numerator has no series yet."""
-    return f"(sum by ({by}) ({num}) or sum by ({by}) ({den}) * 0) / sum by ({by}) ({den})"
+    return f"({sum_by(by, num)} or {sum_by(by, den)} * 0) / {sum_by(by, den)}"
 
 
 def quantiles(bucket: str, by: str, qs: tuple[float, ...], legend: str) -> list[tuple[str, str]]:
     group = f"le, {by}" if by else "le"
     return [
-        (f"histogram_quantile({q}, sum by ({group}) ({rate(bucket)}))", f"p{round(q * 100)} {legend}".strip())
+        (f"histogram_quantile({q}, {sum_by(group, rate(bucket))})", f"p{round(q * 100)} {legend}".strip())
         for q in qs
     ]
 
@@ -108,14 +123,14 @@ def build() -> dict[str, Any]:
     d.panel(
         "Live sessions by tenant and kind",
         "session_broker_sessions_live, refreshed periodically by the leader replica.",
-        [(f"max by (tenant, kind) (session_broker_sessions_live{{{T}}})", "{{tenant}} {{kind}}")],
+        [(f"max by (tenant, kind) ({of_tenants('session_broker_sessions_live')})", "{{tenant}} {{kind}}")],
     )
     d.panel(
         "Sessions created / s",
         "By how: created (minted here), registered (caller-minted id), rotated.",
         [
             (
-                f"sum by (tenant, how) ({rate(f'session_broker_sessions_created_total{{{T}}}')})",
+                sum_by("tenant, how", rate(of_tenants("session_broker_sessions_created_total"))),
                 "{{tenant}} {{how}}",
             )
         ],
@@ -124,16 +139,16 @@ def build() -> dict[str, Any]:
     d.panel(
         "Sessions ended / s by reason",
         "deleted, expired_idle, expired_lifetime, evicted, revoked, rotated. Idle expiry normally dominates.",
-        [(f"sum by (reason) ({rate(f'session_broker_sessions_ended_total{{{T}}}')})", "{{reason}}")],
+        [(sum_by("reason", rate(of_tenants("session_broker_sessions_ended_total"))), "{{reason}}")],
         unit="ops",
     )
     d.panel(
         "Session lifetime quantiles",
         "Age of sessions when they ended (histogram_quantile over session_broker_session_lifetime_seconds).",
-        quantiles(f"session_broker_session_lifetime_seconds_bucket{{{T}}}", "", (0.5, 0.9, 0.99), ""),
+        quantiles(of_tenants("session_broker_session_lifetime_seconds_bucket"), "", (0.5, 0.9, 0.99), ""),
         unit="s",
     )
-    touches = f"session_broker_touches_total{{{T}}}"
+    touches = of_tenants("session_broker_touches_total")
     d.panel(
         "Touch write ratio",
         "written / (written + throttled): share of touches that moved the expiry (a database write). "
@@ -141,8 +156,8 @@ def build() -> dict[str, Any]:
         [
             (
                 ratio_or_zero(
-                    rate(f'session_broker_touches_total{{result="written",{T}}}'),
-                    rate(f'session_broker_touches_total{{result=~"written|throttled",{T}}}'),
+                    rate(of_tenants("session_broker_touches_total", 'result="written"')),
+                    rate(of_tenants("session_broker_touches_total", 'result=~"written|throttled"')),
                     "tenant",
                 ),
                 "{{tenant}}",
@@ -153,7 +168,7 @@ def build() -> dict[str, Any]:
     d.panel(
         "Touches / s by result",
         "written, throttled, not_found (a gateway touching an unknown or ended session).",
-        [(f"sum by (result) ({rate(touches)})", "{{result}}")],
+        [(sum_by("result", rate(touches)), "{{result}}")],
         unit="ops",
     )
     d.panel(
@@ -162,16 +177,15 @@ def build() -> dict[str, Any]:
         "quota evictions.",
         [
             (
-                f"sum by (operation) ({rate(f'session_broker_binding_mismatches_total{{{T}}}')})"
-                " or on() vector(0)",
+                or_zero(sum_by("operation", rate(of_tenants("session_broker_binding_mismatches_total")))),
                 "mismatch {{operation}}",
             ),
             (
-                f"sum by (scope) ({rate(f'session_broker_quota_rejections_total{{{T}}}')}) or on() vector(0)",
+                or_zero(sum_by("scope", rate(of_tenants("session_broker_quota_rejections_total")))),
                 "rejected {{scope}}",
             ),
             (
-                f"sum by (scope) ({rate(f'session_broker_quota_evictions_total{{{T}}}')}) or on() vector(0)",
+                or_zero(sum_by("scope", rate(of_tenants("session_broker_quota_evictions_total")))),
                 "evicted {{scope}}",
             ),
         ],
@@ -183,7 +197,7 @@ def build() -> dict[str, Any]:
     d.panel(
         "Requests / s by route",
         "By route template and method; probes and /metrics are excluded.",
-        [(f"sum by (route, method) ({rate(http)})", "{{method}} {{route}}")],
+        [(sum_by("route, method", rate(http)), "{{method}} {{route}}")],
         unit="reqps",
     )
     d.panel(
@@ -205,13 +219,13 @@ def build() -> dict[str, Any]:
     d.panel(
         "503 Service Unavailable / s",
         "Answers given because the database was unreachable or too slow (gateways should retry).",
-        [(f"sum({rate('session_broker_unavailable_responses_total')})", "503/s")],
+        [(sum_by("", rate("session_broker_unavailable_responses_total")), "503/s")],
         unit="reqps",
     )
     d.panel(
         "Requests in flight",
         "Summed over replicas.",
-        [("sum(session_broker_http_requests_in_flight)", "in flight")],
+        [(sum_by("", "session_broker_http_requests_in_flight"), "in flight")],
     )
 
     d.row("Database and purge")
@@ -220,11 +234,11 @@ def build() -> dict[str, Any]:
         "in_use / size per replica (1.0 = every connection busy) and callers waiting for a connection.",
         [
             (
-                "sum by (instance) (session_broker_db_pool_in_use)"
-                " / sum by (instance) (session_broker_db_pool_size)",
+                f"{sum_by('instance', 'session_broker_db_pool_in_use')}"
+                f" / {sum_by('instance', 'session_broker_db_pool_size')}",
                 "in use {{instance}}",
             ),
-            ("sum by (instance) (session_broker_db_pool_waiting)", "waiting {{instance}}"),
+            (sum_by("instance", "session_broker_db_pool_waiting"), "waiting {{instance}}"),
         ],
         unit="percentunit",
     )
@@ -237,7 +251,7 @@ def build() -> dict[str, Any]:
     d.panel(
         "DB errors / s by kind",
         "From session_broker_db_errors_total.",
-        [(f"sum by (kind) ({rate('session_broker_db_errors_total')}) or on() vector(0)", "{{kind}}")],
+        [(or_zero(sum_by("kind", rate("session_broker_db_errors_total"))), "{{kind}}")],
         unit="ops",
     )
     d.panel(
@@ -249,8 +263,8 @@ def build() -> dict[str, Any]:
         "Purge throughput",
         "Rows deleted per second by table, and purge runs per second by result (ok, error, skipped).",
         [
-            (f"sum by (table) ({rate('session_broker_purge_deleted_total')})", "deleted {{table}}"),
-            (f"sum by (result) ({rate('session_broker_purge_runs_total')})", "runs {{result}}"),
+            (sum_by("table", rate("session_broker_purge_deleted_total")), "deleted {{table}}"),
+            (sum_by("result", rate("session_broker_purge_runs_total")), "runs {{result}}"),
         ],
         unit="ops",
     )
@@ -259,17 +273,17 @@ def build() -> dict[str, Any]:
         "p99 of one purge batch (one transaction), and batches per second.",
         [
             *quantiles("session_broker_purge_batch_duration_seconds_bucket", "", (0.99,), "batch"),
-            (f"sum({rate('session_broker_purge_batch_duration_seconds_count')})", "batches/s"),
+            (sum_by("", rate("session_broker_purge_batch_duration_seconds_count")), "batches/s"),
         ],
         unit="s",
     )
 
     d.row("MCP request analytics (reported by gateways in touch bodies)")
-    gw = f"session_broker_gateway_requests_total{{{T}}}"
+    gw = of_tenants("session_broker_gateway_requests_total")
     d.panel(
         "MCP requests / s by method",
         "Normalised MCP method (unknown names are 'other').",
-        [(f"sum by (method) ({rate(gw)})", "{{method}}")],
+        [(sum_by("method", rate(gw)), "{{method}}")],
         unit="reqps",
     )
     d.panel(
@@ -278,7 +292,7 @@ def build() -> dict[str, Any]:
         [
             (
                 ratio_or_zero(
-                    rate(f"session_broker_gateway_request_errors_total{{{T}}}"), rate(gw), "method"
+                    rate(of_tenants("session_broker_gateway_request_errors_total")), rate(gw), "method"
                 ),
                 "{{method}}",
             )
@@ -289,7 +303,10 @@ def build() -> dict[str, Any]:
         "MCP p99 duration by method",
         "As reported by gateways (duration_ms).",
         quantiles(
-            f"session_broker_gateway_request_duration_seconds_bucket{{{T}}}", "method", (0.99,), "{{method}}"
+            of_tenants("session_broker_gateway_request_duration_seconds_bucket"),
+            "method",
+            (0.99,),
+            "{{method}}",
         ),
         unit="s",
     )
