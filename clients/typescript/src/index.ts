@@ -8,4 +8,14 @@ export type { SessionBrokerOptions, AsPrincipal, CreateOptions, PatchOptions, To
 export type { RetryPolicy } from './http.js';
 export type { EventStreamOptions } from './events.js';
 export * from './errors.js';
+export { BrokerSessionManager } from './session-manager.js';
+export type {
+  BrokerSessionManagerOptions,
+  CreateSessionOptions,
+  ManagedSession,
+  SessionStatistics,
+  ExpirationDetails,
+  ExpirationHandler,
+} from './session-manager.js';
+export { RequestAnalytics, type AnalyticsOptions } from './analytics.js';
 export type * from './types.js';

@@ -19,7 +19,6 @@ import {
   HANDSHAKE_ERA_PROTOCOL_VERSIONS,
   PROTOCOL_VERSION_HEADER,
   SESSION_ID_HEADER,
-  initializeFacts,
   isInitializeRequest,
   isRequest,
   messagesOf,
@@ -27,6 +26,7 @@ import {
   type JsonRpcMessage,
 } from './jsonrpc.js';
 import { principalFromAuthInfo, type PrincipalResolver, type RequestHead } from './principal.js';
+import { mcpSessionRecord } from './session-record.js';
 import {
   alreadyInitializedReply,
   bodyTooLargeReply,
@@ -215,18 +215,8 @@ export class SessionGate {
     parsedBody: unknown,
   ): Promise<Admission> {
     const startedAt = Date.now();
-    const facts = initializeFacts(initialize);
     try {
-      const session = await this.broker.create({
-        kind: this.options.kind ?? 'mcp',
-        ...(principal === undefined ? {} : { principal }),
-        // The OAuth client, when the SDK's auth middleware identified one: per-client quotas apply.
-        ...(clientId ? { client_id: clientId } : {}),
-        ...(facts.protocolVersion === undefined ? {} : { protocol_version: facts.protocolVersion }),
-        metadata: { mcp: facts },
-        ...(this.options.idleTimeoutSeconds === undefined ? {} : { idle_timeout_seconds: this.options.idleTimeoutSeconds }),
-        ...(this.options.maxLifetimeSeconds === undefined ? {} : { max_lifetime_seconds: this.options.maxLifetimeSeconds }),
-      });
+      const session = await this.broker.create(mcpSessionRecord(this.options, { initialize, principal, clientId }));
       return {
         action: 'forward',
         session: { id: session.id, created: true, parsedBody, messages, initializeId: initialize.id, principal, startedAt },

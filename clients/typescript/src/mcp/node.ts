@@ -5,10 +5,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { errorBody, SESSION_ID_HEADER } from './jsonrpc.js';
+import { SESSION_ID_HEADER } from './jsonrpc.js';
 import { SessionGate, type AdmittedSession, type BrokerSessionsOptions, type PostBody } from './gate.js';
 import { ResponseObserver } from './observe.js';
-import type { Reply } from './replies.js';
+import { internalErrorReply, type Reply } from './replies.js';
 
 /** What Express and the SDK's auth middleware leave on the request. */
 export type NodeRequest = IncomingMessage & { auth?: AuthInfo; body?: unknown };
@@ -63,7 +63,7 @@ export function withBrokerSessions(
   const fail = (res: ServerResponse, error: unknown) => {
     middleware.gate.onError(error);
     if (!res.headersSent) {
-      writeReply(res, { status: 500, headers: { 'content-type': 'application/json' }, body: errorBody(-32603, 'Internal error') });
+      writeReply(res, internalErrorReply());
     } else {
       res.destroy();
     }

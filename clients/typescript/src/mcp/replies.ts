@@ -47,6 +47,15 @@ export function methodNotAllowedReply(allow = 'POST, DELETE'): Reply {
   return jsonReply(405, errorBody(-32000, 'Method not allowed.'), { allow });
 }
 
+/** The app threw instead of answering. */
+export function internalErrorReply(id: JsonRpcId | null = null): Reply {
+  return jsonReply(500, errorBody(-32603, 'Internal error', id));
+}
+
+export function parseErrorReply(): Reply {
+  return jsonReply(400, errorBody(-32700, 'Parse error: Invalid JSON'));
+}
+
 /** The SDK answers a successful DELETE with 200 and no body. */
 export function deletedReply(): Reply {
   return { status: 200, headers: {}, body: '' };

@@ -3,10 +3,11 @@
  * `WebStandardStreamableHTTPServerTransport`, Workers-style `fetch` handlers.
  */
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { errorBody, SESSION_ID_HEADER } from './jsonrpc.js';
-import { SessionGate, type AdmittedSession, type BrokerSessionsOptions, type PostBody } from './gate.js';
+import { SESSION_ID_HEADER } from './jsonrpc.js';
+import { SessionGate, type AdmittedSession, type BrokerSessionsOptions } from './gate.js';
 import { ResponseObserver } from './observe.js';
-import type { Reply } from './replies.js';
+import { internalErrorReply } from './replies.js';
+import { readWebBody, toResponse } from './web-io.js';
 
 export interface WebAppContext {
   /** The broker session this request belongs to (undefined for sessionless requests). */
@@ -73,7 +74,7 @@ async function forward(
   } catch (error) {
     gate.onError(error);
     await gate.settle(session, { status: 500, errorIds: new Set(), threw: true });
-    return toResponse({ status: 500, headers: { 'content-type': 'application/json' }, body: errorBody(-32603, 'Internal error') });
+    return toResponse(internalErrorReply());
   }
   const outHeaders = new Headers(response.headers);
   for (const [name, value] of Object.entries(gate.responseHeaders(session, response.status))) outHeaders.set(name, value);
@@ -98,35 +99,4 @@ async function forward(
     }),
   );
   return new Response(watched, init);
-}
-
-/** Reads at most `maxBytes` of the body (the SDK's rule: a larger Content-Length is refused unread). */
-async function readWebBody(request: Request, maxBytes: number): Promise<{ body: PostBody; text?: string }> {
-  if (Number(request.headers.get('content-length')) > maxBytes) return { body: { kind: 'too-large' } };
-  let text = '';
-  if (request.body) {
-    const reader = request.body.getReader();
-    const decoder = new TextDecoder();
-    let received = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      received += value.byteLength;
-      if (received > maxBytes) {
-        await reader.cancel();
-        return { body: { kind: 'too-large' } };
-      }
-      text += decoder.decode(value, { stream: true });
-    }
-    text += decoder.decode();
-  }
-  try {
-    return { body: { kind: 'json', value: JSON.parse(text) }, text };
-  } catch {
-    return { body: { kind: 'invalid' }, text };
-  }
-}
-
-function toResponse(reply: Reply): Response {
-  return new Response(reply.body === '' ? null : reply.body, { status: reply.status, headers: reply.headers });
 }
