@@ -63,7 +63,8 @@ export interface ExpirationDetails {
   endedAt: Date | undefined;
 }
 
-export type ExpirationHandler = (sessionId: string, details: ExpirationDetails) => void | Promise<void>;
+/** May return a promise (awaited before the next event is handled). */
+export type ExpirationHandler = (sessionId: string, details: ExpirationDetails) => unknown;
 
 const EXPIRY_REASONS = ['expired_idle', 'expired_lifetime'];
 
