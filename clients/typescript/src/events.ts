@@ -18,15 +18,26 @@ export interface EventStreamOptions {
   reconnectMaxDelayMs?: number;
   /** Called for each connection problem before reconnecting (for logs); the stream carries on. */
   onReconnect?: (error: unknown) => void;
+  /**
+   * A connection that delivers nothing (not even the broker's 15 s keep-alive) for this long is taken
+   * as dead and replaced: a silently lost connection must not stop the stream forever. Default 45 s.
+   */
+  idleTimeoutMs?: number;
 }
 
 export async function* streamEvents(http: HttpClient, options: EventStreamOptions = {}): AsyncGenerator<BrokerEvent> {
   const { signal } = options;
   const minDelay = options.reconnectMinDelayMs ?? 250;
   const maxDelay = options.reconnectMaxDelayMs ?? 5_000;
+  const idleTimeout = options.idleTimeoutMs ?? 45_000;
   let lastEventId = options.lastEventId;
   let failures = 0;
   while (!signal?.aborted) {
+    // One controller per connection: aborted by the caller's signal, or by the idle watchdog.
+    const connection = new AbortController();
+    const stopConnection = () => connection.abort(signal?.reason);
+    signal?.addEventListener('abort', stopConnection, { once: true });
+    let watchdog: NodeJS.Timeout | undefined;
     try {
       const answer = await http.send<Response>({
         method: 'GET',
@@ -34,8 +45,10 @@ export async function* streamEvents(http: HttpClient, options: EventStreamOption
         headers: { accept: 'text/event-stream', 'last-event-id': lastEventId },
         idempotent: false, // reconnects are this loop's business, with Last-Event-ID
         expect: 'stream',
-        signal,
+        signal: connection.signal,
       });
+      watchdog = setTimeout(() => connection.abort(new Error('event stream idle')), idleTimeout);
+      watchdog.unref();
       const body = answer.body.body;
       if (!body) throw new BrokerUnavailable('event stream answered without a body', { kind: 'network' });
       const parser = new SseParser();
@@ -50,6 +63,7 @@ export async function* streamEvents(http: HttpClient, options: EventStreamOption
           throw new BrokerUnavailable('event stream interrupted', { kind: 'network', error });
         }
         if (next.done) break;
+        watchdog.refresh();
         for (const frame of parser.push(decoder.decode(next.value, { stream: true }))) {
           if (frame.id !== undefined) lastEventId = frame.id;
           failures = 0; // the connection delivered: the next outage starts its backoff afresh
@@ -75,6 +89,7 @@ export async function* streamEvents(http: HttpClient, options: EventStreamOption
     } catch (error) {
       if (signal?.aborted) return;
       if (!(error instanceof BrokerUnavailable)) throw error; // 401, 422...: reconnecting cannot help
+      // (an idle abort surfaces as the interrupted read above, i.e. as BrokerUnavailable)
       options.onReconnect?.(error);
       const backoff = Math.random() * Math.min(maxDelay, minDelay * 2 ** failures++);
       const asked = (error.retryAfter ?? 0) * 1000;
@@ -83,6 +98,9 @@ export async function* streamEvents(http: HttpClient, options: EventStreamOption
       } catch {
         return; // aborted while waiting
       }
+    } finally {
+      clearTimeout(watchdog);
+      signal?.removeEventListener('abort', stopConnection);
     }
   }
 }

@@ -2,6 +2,7 @@
  * SessionBroker against the real broker: every operation's success and its error mapping.
  */
 import assert from 'node:assert/strict';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -277,6 +278,66 @@ describe('events', () => {
       }
     }
     resume.abort();
+  });
+
+  it('reconnects after the broker restarts, resuming with Last-Event-ID: nothing emitted meanwhile is lost', async () => {
+    const stop = new AbortController();
+    const iterator = client.events({ signal: stop.signal, reconnectMinDelayMs: 50 });
+    const first = iterator.next();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const before = await client.create({ principal: 'restart-test' });
+    for (let next = await first; ; next = await iterator.next()) {
+      assert.ok(!next.done);
+      if ('sessionId' in next.value && next.value.sessionId === before.id) break;
+    }
+    // The consumer holds the iterator still while the broker goes away and comes back, and a session
+    // is created and deleted meanwhile: a stream that restarted at "now" would never see it.
+    await broker.stop();
+    await broker.start();
+    const during = await client.create({ principal: 'restart-test' });
+    await client.delete(during.id);
+    const seen: string[] = [];
+    const deadline = Date.now() + 15_000;
+    while (seen.length < 2 && Date.now() < deadline) {
+      const next = await iterator.next();
+      assert.ok(!next.done);
+      if ('sessionId' in next.value && next.value.sessionId === during.id) seen.push(next.value.type);
+    }
+    stop.abort();
+    await iterator.return(undefined);
+    assert.deepEqual(seen, ['session.created', 'session.ended']);
+  });
+
+  it('replaces a connection that goes silent (no keep-alive) after idleTimeoutMs', async () => {
+    let connections = 0;
+    const silent = createHttpServer((_req, res) => {
+      connections++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': one comment, then silence\n\n');
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const reconnects: unknown[] = [];
+    const stop = new AbortController();
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const events = new SessionBroker({ baseUrl: `http://127.0.0.1:${port}` }).events({
+        signal: stop.signal,
+        idleTimeoutMs: 300,
+        reconnectMinDelayMs: 10,
+        reconnectMaxDelayMs: 20,
+        onReconnect: (error) => reconnects.push(error),
+      });
+      const pending = events.next();
+      const deadline = Date.now() + 5_000;
+      while (connections < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      stop.abort();
+      assert.equal((await pending).done, true, 'aborting ends the iterator quietly');
+      assert.ok(connections >= 2, `reconnected ${connections - 1} times`);
+      assert.ok(reconnects[0] instanceof BrokerUnavailable);
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
   });
 
   it('yields stream.gap when resuming below what retention removed, then carries on', async () => {
