@@ -29,7 +29,7 @@ export interface SessionBrokerOptions {
   baseUrl: string;
   /** Tenant (or admin) API key, sent as `Authorization: Bearer`. */
   apiKey?: string;
-  /** Per attempt, until the response headers arrive. Default 5000 ms. */
+  /** Bounds each attempt, answer included (for the event stream: until its headers). Default 5000 ms. */
   timeoutMs?: number;
   retry?: Partial<RetryPolicy>;
   /** A fetch implementation (default: the platform's). */

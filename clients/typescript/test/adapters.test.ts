@@ -1,18 +1,21 @@
 /**
- * Tier 1 on the web-standard handler, run by Hono (served by @hono/node-server), in front of the SDK's
- * WebStandardStreamableHTTPServerTransport, against the real broker and the SDK's Client.
+ * Tier 1's other adapters against the real broker and the SDK's Client: the web-standard handler run by
+ * Hono (served by @hono/node-server) in front of WebStandardStreamableHTTPServerTransport, and the plain
+ * `node:http` listener (no Express, no body parser, no auth) in front of StreamableHTTPServerTransport.
  */
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { serve, type ServerType } from '@hono/node-server';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { Hono } from 'hono';
 import { SessionBroker } from '../src/index.js';
-import { brokerSessionsFetch, type WebSessionHandler } from '../src/mcp/index.js';
+import { brokerSessionsFetch, withBrokerSessions, type WebSessionHandler } from '../src/mcp/index.js';
 import { TENANT_KEY, startBroker, type BrokerProcess } from './support/broker.js';
 import { buildServer, echoed, principalOf, verifier } from './support/mcp-app.js';
 
@@ -120,5 +123,73 @@ describe('web-standard handler on Hono', () => {
     await again.client.callTool({ name: 'echo', arguments: { text: 'still fine' } });
     await again.client.close();
     assert.equal(analytics.pending, 0);
+  });
+});
+
+describe('plain node:http listener', () => {
+  let server: Server;
+  let listener: ReturnType<typeof withBrokerSessions>;
+  let nodeUrl: string;
+
+  before(async () => {
+    listener = withBrokerSessions({ broker: new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY }) }, async (req, res) => {
+      const mcp = buildServer('node-http');
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      res.on('close', () => void transport.close());
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, req.body); // req.body: parsed by the middleware itself
+    });
+    server = createServer(listener);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    nodeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  });
+  after(async () => {
+    await listener?.close();
+    server?.closeAllConnections();
+    await new Promise((resolve) => server?.close(resolve));
+  });
+
+  it('serves an SDK client without a body parser or auth: unbound sessions, DELETE then 404', async () => {
+    const transport = new StreamableHTTPClientTransport(new URL(nodeUrl));
+    const client = new Client({ name: 'node-http-test', version: '1.0.0' });
+    await client.connect(transport);
+    const sessionId = transport.sessionId!;
+    for (let i = 0; i < 2; i++) {
+      assert.equal(echoed(await client.callTool({ name: 'echo', arguments: { text: String(i) } })).sessionId, sessionId);
+    }
+    assert.equal((await admin.get(sessionId)).principal, null, 'no auth: no principal');
+    await transport.terminateSession();
+    const answer = await fetch(nodeUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sessionId },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    assert.equal(answer.status, 404);
+    await client.close();
+  });
+
+  it('a handler that throws is a 500 and leaves no session behind', async () => {
+    const failing = withBrokerSessions({ broker: new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY }), onError: () => {} }, () => {
+      throw new Error('app down');
+    });
+    const crashing = createServer(failing);
+    await new Promise<void>((resolve) => crashing.listen(0, '127.0.0.1', resolve));
+    try {
+      const created = (await admin.stats()).created_total;
+      const live = (await admin.stats()).live;
+      const answer = await fetch(`http://127.0.0.1:${(crashing.address() as AddressInfo).port}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }),
+      });
+      assert.equal(answer.status, 500);
+      assert.equal(answer.headers.get('mcp-session-id'), null);
+      assert.equal((await admin.stats()).created_total, created + 1);
+      const deadline = Date.now() + 3_000;
+      while ((await admin.stats()).live > live && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal((await admin.stats()).live, live);
+    } finally {
+      await new Promise((resolve) => crashing.close(resolve));
+    }
   });
 });
