@@ -97,7 +97,7 @@ export interface Outcome {
   status: number;
   /** Ids of the requests the app answered with a JSON-RPC error. */
   errorIds: ReadonlySet<JsonRpcId>;
-  /** The app threw instead of answering. */
+  /** No answer reached the client: the app threw, or the connection went before the answer started. */
   threw?: boolean;
 }
 
