@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi docs bench bench-docs bench-gateway fleet tools clean
+.PHONY: run test test-typescript node lint openapi docs bench bench-docs bench-gateway fleet tools clean
 
 $(BIN)/session-broker: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,29 @@ $(BIN)/session-broker: pyproject.toml clients/python/pyproject.toml
 run: $(BIN)/session-broker
 	$(BIN)/session-broker serve
 
-## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus).
-test: $(BIN)/session-broker tools lint
+## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus,
+## the gateway kits' tests) and print the coverage of app/ (the floor is in pyproject.toml).
+test: $(BIN)/session-broker tools lint test-typescript
 	$(BIN)/python -m pytest --cov --cov-report=term
+
+TS_KIT := clients/typescript
+
+## The TypeScript gateway kit (clients/typescript): npm ci, build, strict typecheck, then its tests, which
+## start this repository's broker ($(BIN)/session-broker) on temporary data dirs and stop it again.
+test-typescript: $(BIN)/session-broker node
+	cd $(TS_KIT) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(TS_KIT) && npm run --silent build
+	cd $(TS_KIT) && npm run --silent typecheck
+	cd $(TS_KIT) && SESSION_BROKER_BIN=$(abspath $(BIN))/session-broker npm test --silent
+
+## Node.js >= 20 and npm: the machine's, else Debian's packages (as `tools` installs prometheus).
+node:
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null && command -v npm >/dev/null 2>&1 || { \
+		(apt-get update -qq || sudo apt-get update -qq) && \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || \
+		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { \
+		echo "clients/typescript needs Node.js >= 20; this machine has $$(node --version)" >&2; exit 1; }
 
 ## promtool and prometheus (Debian) for the alert-rule and dashboard tests.
 tools:
@@ -62,4 +82,4 @@ bench-docs: $(BIN)/session-broker
 	$(BIN)/python -m bench.readme --write $(if $(RESULT),--result $(RESULT))
 
 clean:
-	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .session-broker-data .pytest_cache .ruff_cache .mypy_cache $(TS_KIT)/node_modules $(TS_KIT)/dist
