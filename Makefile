@@ -30,7 +30,7 @@ test-typescript: $(BIN)/session-broker node
 	cd $(TS_KIT) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(TS_KIT) && npm run --silent build
 	cd $(TS_KIT) && npm run --silent typecheck
-	cd $(TS_KIT) && SESSION_BROKER_BIN=$(abspath $(BIN))/session-broker npm test --silent
+	cd $(TS_KIT) && BROKER_BIN=$(abspath $(BIN))/session-broker npm test --silent
 
 ## Node.js >= 20 and npm: the machine's, else Debian's packages (as `tools` installs prometheus).
 node:

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
-const BROKER_BIN = process.env['SESSION_BROKER_BIN'] ?? join(REPO, '.venv/bin/session-broker');
+const BROKER_BIN = process.env['BROKER_BIN'] ?? join(REPO, '.venv/bin/session-broker');
 const PYTHON = join(REPO, '.venv/bin/python');
 
 export const TENANT_KEY = 'acme-key-0123456789abcdef';
@@ -40,8 +40,12 @@ export async function startBroker(env: Record<string, string> = {}): Promise<Bro
   const url = `http://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   let log = '';
+  // The broker refuses unknown SESSION_BROKER_* variables, and a developer's own settings must not leak in.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.toUpperCase().startsWith('SESSION_BROKER_')),
+  );
   const fullEnv = {
-    ...process.env,
+    ...inherited,
     SESSION_BROKER_PORT: String(port),
     SESSION_BROKER_DATA_DIR: join(dataDir, 'data'),
     SESSION_BROKER_API_KEYS: `acme=${TENANT_KEY},other=${OTHER_TENANT_KEY}`,
