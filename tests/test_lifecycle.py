@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import subprocess
-import sys
 
 import asyncpg
 import httpx
@@ -21,7 +19,17 @@ from app.purge import (
     PURGE_LOCK_KEY,
     purge_once,
 )
-from tests.helpers import ADMIN_KEY, GLOBEX_KEY, ROOT, age, assert_problem, auth, create, make_settings, path
+from tests.helpers import (
+    ADMIN_KEY,
+    GLOBEX_KEY,
+    age,
+    assert_problem,
+    auth,
+    create,
+    make_settings,
+    path,
+    run_command,
+)
 
 
 async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[str, dict]]:
@@ -220,18 +228,8 @@ async def test_a_session_touched_during_purges_is_never_deleted(client_with, raw
 
 
 def test_purge_command_runs_once_and_prints_what_it_deleted(database_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "purge", "--database-url", database_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "SESSION_BROKER_PURGE_ENABLED": "false",
-            "SESSION_BROKER_LOG_FORMAT": "text",
-        },
-        check=False,
+    result = run_command(
+        "purge", "--database-url", database_url, env={"SESSION_BROKER_PURGE_ENABLED": "false"}, timeout=60
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -291,11 +289,11 @@ async def test_revoke_all_sessions_of_a_principal(client: httpx.AsyncClient, raw
 
 
 async def test_revoke_waits_for_a_concurrent_touch_and_still_ends_the_session(
-    client: httpx.AsyncClient, raw_db, database_url: str
+    client: httpx.AsyncClient, raw_db, direct_database_url: str
 ) -> None:
     session = await create(client, principal="alice")
     # A touch of that session is in flight: it holds the row lock when the revocation starts.
-    toucher = await asyncpg.connect(asyncpg_dsn(database_url))
+    toucher = await asyncpg.connect(asyncpg_dsn(direct_database_url))
     try:
         touching = toucher.transaction()
         await touching.start()
