@@ -1,10 +1,11 @@
-# Every target CI or the README names. A fresh machine needs only python3 (3.11+) and, for the
-# observability tests, Debian's `prometheus` package, which `make test` installs when it is missing.
+# Every target CI or the README names. A fresh machine needs only python3 (3.11+) and two Debian
+# packages, which `make test` installs when they are missing: `prometheus` (observability tests) and
+# `pgbouncer` (the suite's second run, through a real PgBouncer in transaction pooling mode).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi docs bench tools clean
+.PHONY: run test test-pgbouncer lint openapi docs bench tools clean
 
 $(BIN)/session-broker: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +17,26 @@ $(BIN)/session-broker: pyproject.toml
 run: $(BIN)/session-broker
 	$(BIN)/session-broker serve
 
-## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus).
+## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus,
+## failover on a real primary + standby), then the API and lifecycle modules again through PgBouncer.
 test: $(BIN)/session-broker tools lint
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-pgbouncer
 
-## promtool and prometheus (Debian) for the alert-rule and dashboard tests.
+## The API and lifecycle modules with the service behind a real PgBouncer (transaction pooling).
+test-pgbouncer: $(BIN)/session-broker tools
+	$(BIN)/python -m pytest --pgbouncer
+
+## promtool and prometheus (alert-rule and dashboard tests), pgbouncer (the PgBouncer run): Debian.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	{ command -v pgbouncer || test -x /usr/sbin/pgbouncer; } >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
+	if [ -n "$$missing" ]; then \
 		(apt-get update -qq || sudo apt-get update -qq) && \
-		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null || \
-		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null); }
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null); \
+	fi
 
 lint: $(BIN)/session-broker
 	$(BIN)/ruff check app tests migrations bench observability scripts
