@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -177,7 +178,8 @@ class ReplicatedCluster:
         # A standby never requires a standby of its own: once promoted it must commit on its own, as the
         # only node left (what Patroni does too unless synchronous_mode_strict is set).
         self.standby.start(**{**settings, "synchronous_standby_names": "''", "hot_standby": "on"})
-        asyncio.run(self._wait_streaming())
+        with ThreadPoolExecutor(1) as waiter:  # its own event loop, also when called from a running one
+            waiter.submit(asyncio.run, self._wait_streaming()).result()
 
     async def _wait_streaming(self, timeout: float = 30) -> None:
         wanted = "sync" if self.synchronous else "async"
