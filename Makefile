@@ -1,10 +1,11 @@
-# Every target CI or the README names. A fresh machine needs only python3 (3.11+) and, for the
-# observability tests, Debian's `prometheus` package, which `make test` installs when it is missing.
+# Every target CI or the README names. A fresh machine needs only python3 (3.11+) and two Debian
+# packages, which `make test` installs when they are missing: `prometheus` (observability tests) and
+# `pgbouncer` (the suite's second run, through a real PgBouncer in transaction pooling mode).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test test-typescript node lint openapi docs bench bench-docs bench-gateway fleet tools clean
+.PHONY: run test test-pgbouncer test-typescript node lint openapi docs bench bench-docs bench-gateway fleet tools clean
 
 $(BIN)/session-broker: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +19,11 @@ run: $(BIN)/session-broker
 	$(BIN)/session-broker serve
 
 ## Install test needs and run every test (unit, API, contract fuzzing, chart, dashboard on a real Prometheus,
-## the gateway kits' tests) and print the coverage of app/ (the floor is in pyproject.toml).
+## failover on a real primary + standby, the gateway kits), printing the coverage of app/ (the floor is in
+## pyproject.toml), then the API and lifecycle modules again through PgBouncer.
 test: $(BIN)/session-broker tools lint test-typescript
 	$(BIN)/python -m pytest --cov --cov-report=term
+	$(MAKE) --no-print-directory test-pgbouncer
 
 TS_KIT := clients/typescript
 
@@ -41,12 +44,20 @@ node:
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { \
 		echo "clients/typescript needs Node.js >= 20; this machine has $$(node --version)" >&2; exit 1; }
 
-## promtool and prometheus (Debian) for the alert-rule and dashboard tests.
+## The API and lifecycle modules with the service behind a real PgBouncer (transaction pooling).
+test-pgbouncer: $(BIN)/session-broker tools
+	$(BIN)/python -m pytest --pgbouncer
+
+## promtool and prometheus (alert-rule and dashboard tests), pgbouncer (the PgBouncer run): Debian.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	{ command -v pgbouncer || test -x /usr/sbin/pgbouncer; } >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
+	if [ -n "$$missing" ]; then \
 		(apt-get update -qq || sudo apt-get update -qq) && \
-		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null || \
-		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null); }
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+		 sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null); \
+	fi
 
 lint: $(BIN)/session-broker
 	$(BIN)/ruff check app tests migrations bench observability scripts clients/python/src examples

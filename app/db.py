@@ -45,14 +45,16 @@ def asyncpg_dsn(url: str) -> str:
     return url
 
 
-def sqlalchemy_url(url: str) -> str:
-    """SQLAlchemy's async engine needs the `+asyncpg` driver in the scheme."""
-    return "postgresql+asyncpg://" + asyncpg_dsn(url)[len("postgresql://") :]
+# With a multi-host URL and `target_session_attrs=read-write`, asyncpg raises this when every host it
+# reached is read-only: mid-failover or mid-switchover, before a standby has been promoted.
+NO_WRITABLE_HOST = asyncpg.TargetServerAttributeNotMatched
 
 
 def is_unavailable_error(error: BaseException) -> bool:
     """True when the error means "cannot reach / use the store now", as opposed to a bug or bad input."""
-    if isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError, asyncpg.InterfaceError)):
+    if isinstance(
+        error, (OSError, TimeoutError, asyncio.TimeoutError, asyncpg.InterfaceError, NO_WRITABLE_HOST)
+    ):
         return True
     if isinstance(error, asyncpg.PostgresError):
         state = getattr(error, "sqlstate", None) or ""
@@ -67,7 +69,7 @@ def error_kind(error: BaseException) -> str:
         return "timeout"
     if state.startswith("53"):
         return "capacity"
-    if state == "25006":
+    if state == "25006" or isinstance(error, NO_WRITABLE_HOST):
         return "read_only"
     if state == "42P01":
         return "schema"
@@ -159,7 +161,10 @@ class Database:
 
     async def unavailable(self, error: BaseException) -> DatabaseUnavailable:
         lost = isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError))
-        if lost and self._pool is not None:
+        # A read-only answer on a pooled connection means its server is no longer the primary (demoted or
+        # fenced in a switchover): reconnecting lets a multi-host URL find the one that is.
+        demoted = getattr(error, "sqlstate", None) == "25006"
+        if (lost or demoted) and self._pool is not None:
             # Connections to a restarted server are dead: drop them all so recovery needs one round, not
             # one failed request per pooled connection.
             await self._pool.expire_connections()

@@ -33,6 +33,19 @@ GLOBEX_KEY = "globex-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef"
 API_KEYS = f"acme={ACME_KEY},globex={GLOBEX_KEY}"
 PROBLEM = "application/problem+json"
+# Set (by `pytest --pgbouncer`, see conftest.py) when the service under test reaches the database through
+# PgBouncer in transaction pooling mode: every service the tests build then runs with prepared
+# statements off, as the README tells operators to.
+PGBOUNCER_ENV = "BROKER_TEST_PGBOUNCER"
+
+
+def via_pgbouncer() -> bool:
+    return os.environ.get(PGBOUNCER_ENV) == "1"
+
+
+def database_env() -> dict[str, str]:
+    """Environment a broker process needs for the test database's connection path."""
+    return {"SESSION_BROKER_DB_PREPARED_STATEMENTS": "false"} if via_pgbouncer() else {}
 
 
 def auth(key: str = ACME_KEY) -> dict[str, str]:
@@ -47,6 +60,8 @@ def free_port() -> int:
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"api_keys": API_KEYS, "admin_api_keys": ADMIN_KEY, "log_format": "text"}
+    if via_pgbouncer():
+        values["db_prepared_statements"] = False
     values.update(overrides)
     return load_settings(**values)
 
@@ -121,13 +136,25 @@ class LiveServer:
 
 
 def start_server(
-    env_overrides: dict[str, str], log_path: Path, timeout: float = 60.0, port: int | None = None
+    env_overrides: dict[str, str],
+    log_path: Path,
+    timeout: float = 60.0,
+    ready_path: str = "/readyz",
+    port: int | None = None,
 ) -> LiveServer:
-    """Run `session-broker serve` as a real process and wait until /readyz answers 200 (on `port`, to
-    restart a server where its clients expect it; a free port by default)."""
+    """Run `session-broker serve` as a real process and wait until `ready_path` answers 200 (use
+    `/healthz` for a server whose database is not usable yet). On `port` to restart a server where its
+    clients expect it; a free port by default."""
     port = port or free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
-    env.update({"SESSION_BROKER_PORT": str(port), "SESSION_BROKER_LOG_FORMAT": "json", **env_overrides})
+    env.update(
+        {
+            "SESSION_BROKER_PORT": str(port),
+            "SESSION_BROKER_LOG_FORMAT": "json",
+            **database_env(),
+            **env_overrides,
+        }
+    )
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
@@ -142,13 +169,30 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(base_url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(base_url + ready_path, timeout=1).status_code == 200:
                 return LiveServer(base_url, ACME_KEY, process, log_path)
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server did not become ready:\n{log_path.read_text()}")
+
+
+def run_command(
+    *arguments: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `session-broker <arguments>` as a real process (no SESSION_BROKER_* variables inherited)."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SESSION_BROKER_")}
+    environment.update({"SESSION_BROKER_LOG_FORMAT": "text", **database_env(), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *arguments],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def stop_server(server: LiveServer) -> None:

@@ -1,13 +1,22 @@
-"""Two real service instances (uvicorn processes) on one PostgreSQL: what must hold with N replicas."""
+"""Three real service instances (uvicorn processes) on one PostgreSQL: what must hold with N replicas.
+
+Leadership of the purge and of the fleet-gauge recount, events written through one replica and read
+through any other, quotas held exactly across replicas within the documented bound, and the purge
+carrying on when replicas die (the last two tests each kill one).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,10 +25,18 @@ import httpx
 import pytest
 
 from app.db import asyncpg_dsn
-from tests.helpers import ADMIN_KEY, LiveServer, start_server, stop_server
+from app.quotas import QUOTA_HEADROOM
+from tests.helpers import ADMIN_KEY, LiveServer, metric_value, start_server, stop_server
 
-TENANTS = {name: f"{name}-key-0123456789abcdef" for name in ("events", "resume", "gap", "purging", "quota")}
+TENANTS = {
+    name: f"{name}-key-0123456789abcdef"
+    for name in ("events", "resume", "gap", "purging", "expiring", "quota", "bound", "gauged")
+}
 SECRET = "s3cr3t-value-never-in-events"
+REPLICAS = 3
+GAUGE_REFRESH_SECONDS = 0.5
+# A limit above the create path's headroom, so creates far from it take the lock-free path.
+BOUND_LIMIT = QUOTA_HEADROOM + 36
 
 
 def key(tenant: str) -> dict[str, str]:
@@ -37,14 +54,33 @@ def replicas(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "SESSION_BROKER_API_KEYS": ",".join(f"{tenant}={value}" for tenant, value in TENANTS.items()),
         "SESSION_BROKER_ADMIN_API_KEYS": ADMIN_KEY,
         "SESSION_BROKER_PURGE_INTERVAL_SECONDS": "0.3",
-        "SESSION_BROKER_TENANT_QUOTAS": json.dumps({"quota": {"max_sessions_per_principal": 5}}),
+        "SESSION_BROKER_STATS_REFRESH_SECONDS": str(GAUGE_REFRESH_SECONDS),
+        # Deleted ids are remembered for 1 s, so the purge has real work every second (see the last tests).
+        "SESSION_BROKER_TOMBSTONE_RETENTION_SECONDS": "1",
+        "SESSION_BROKER_TENANT_QUOTAS": json.dumps(
+            {
+                "quota": {"max_sessions_per_principal": 5},
+                "bound": {"max_sessions_per_principal": BOUND_LIMIT},
+            }
+        ),
     }
     directory = tmp_path_factory.mktemp("replicas")
-    servers = [start_server(env, directory / f"replica-{n}.log") for n in ("a", "b")]
-    yield servers
-    for server in servers:
-        if server.process.poll() is None:
-            stop_server(server)
+    servers: list[LiveServer] = []
+    try:
+        with ThreadPoolExecutor(REPLICAS) as starting:  # they start side by side, as in a rollout
+            launches = [
+                starting.submit(start_server, env, directory / f"replica-{name}.log")
+                for name in "abc"[:REPLICAS]
+            ]
+            for launch in launches:
+                with contextlib.suppress(Exception):
+                    servers.append(launch.result())
+        assert len(servers) == REPLICAS, [launch.exception() for launch in launches]
+        yield servers
+    finally:
+        for server in servers:
+            if server.process.poll() is None:
+                stop_server(server)
 
 
 async def read_events(
@@ -84,20 +120,30 @@ async def read_events(
     return frames
 
 
-async def test_events_from_instance_a_reach_a_client_of_instance_b_in_order(replicas) -> None:
-    a, b = replicas
-    reader = asyncio.create_task(read_events(b, "events", count=6, last_event_id="0"))
-    async with httpx.AsyncClient(base_url=a.base_url, headers=key("events")) as api:
+async def test_events_written_through_any_replica_reach_clients_of_every_replica_in_order(replicas) -> None:
+    readers = [
+        asyncio.create_task(read_events(server, "events", count=6, last_event_id="0")) for server in replicas
+    ]
+    on_a, on_b, on_c = (
+        httpx.AsyncClient(base_url=server.base_url, headers=key("events")) for server in replicas
+    )
+    try:  # each change goes through a different replica than the one before
         created = (
-            await api.post("/v1/sessions", json={"principal": "alice", "metadata": {"api_token": SECRET}})
+            await on_a.post("/v1/sessions", json={"principal": "alice", "metadata": {"api_token": SECRET}})
         ).json()
-        assert (await api.post(path(created["id"]) + "/touch")).status_code == 200  # touches emit nothing
-        await api.patch(path(created["id"]), json={"owner": "gw-2", "metadata": {"password": SECRET}})
-        rotated = (await api.post(path(created["id"]) + "/rotate")).json()
-        await api.delete(path(rotated["id"]))
-        await api.put(path("sdk/minted+id"), json={"principal": "bob"})
-        assert (await api.delete("/v1/sessions", params={"principal": "bob"})).json() == {"revoked": 1}
-    frames = await reader
+        assert (await on_b.post(path(created["id"]) + "/touch")).status_code == 200  # emits nothing
+        await on_c.patch(path(created["id"]), json={"owner": "gw-2", "metadata": {"password": SECRET}})
+        rotated = (await on_a.post(path(created["id"]) + "/rotate")).json()
+        await on_b.delete(path(rotated["id"]))
+        await on_c.put(path("sdk/minted+id"), json={"principal": "bob"})
+        revoked = await on_a.delete("/v1/sessions", params={"principal": "bob"})
+        assert revoked.json() == {"revoked": 1}
+    finally:
+        for api in (on_a, on_b, on_c):
+            await api.aclose()
+    seen = await asyncio.gather(*readers)
+    assert seen[0] == seen[1] == seen[2]  # every replica streams the same frames, ids included
+    frames = seen[0]
     assert [frame["event"] for frame in frames] == [
         "session.created",
         "session.updated",
@@ -119,23 +165,24 @@ async def test_events_from_instance_a_reach_a_client_of_instance_b_in_order(repl
 
 
 async def test_reconnecting_with_last_event_id_loses_nothing(replicas) -> None:
-    a, b = replicas
+    a, b, c = replicas
     async with httpx.AsyncClient(base_url=a.base_url, headers=key("resume")) as api:
         for n in range(10):
             await api.put(path(f"resume-{n}"))
     first = await read_events(b, "resume", count=4, last_event_id="0")
-    rest = await read_events(a, "resume", count=6, last_event_id=first[-1]["id"])  # another replica
-    seen = [json.loads(frame["data"])["session_id"] for frame in first + rest]
+    middle = await read_events(c, "resume", count=3, last_event_id=first[-1]["id"])  # another replica
+    rest = await read_events(a, "resume", count=3, last_event_id=middle[-1]["id"])  # and a third
+    seen = [json.loads(frame["data"])["session_id"] for frame in first + middle + rest]
     assert seen == [f"resume-{n}" for n in range(10)]
 
 
-async def test_a_client_too_far_behind_is_told_so(replicas, database_url: str) -> None:
-    a, b = replicas
+async def test_a_client_too_far_behind_is_told_so(replicas, direct_database_url: str) -> None:
+    a, b, _ = replicas
     async with httpx.AsyncClient(base_url=a.base_url, headers=key("gap")) as api:
         for n in range(3):
             await api.put(path(f"gap-{n}"))
     frames = await read_events(b, "gap", count=3, last_event_id="0")
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    connection = await asyncpg.connect(asyncpg_dsn(direct_database_url))
     try:  # age the events past retention, and let the purge (the replicas' own, or this one) remove them
         await connection.execute(
             "UPDATE session_events SET occurred_at = now() - interval '30 days' WHERE tenant = 'gap'"
@@ -159,61 +206,158 @@ async def test_a_client_too_far_behind_is_told_so(replicas, database_url: str) -
     assert json.loads(resumed[1]["data"])["session_id"] == "gap-after"
 
 
-async def test_quotas_hold_under_concurrent_creates_on_both_instances(replicas) -> None:
-    a, b = replicas
-    async with (
-        httpx.AsyncClient(base_url=a.base_url, headers=key("quota")) as on_a,
-        httpx.AsyncClient(base_url=b.base_url, headers=key("quota")) as on_b,
-    ):
+async def test_quotas_hold_exactly_under_concurrent_creates_on_every_replica(replicas) -> None:
+    apis = [httpx.AsyncClient(base_url=server.base_url, headers=key("quota")) for server in replicas]
+    try:
         responses = await asyncio.gather(
-            *(api.post("/v1/sessions", json={"principal": "carol"}) for api in [on_a, on_b] * 15)
+            *(api.post("/v1/sessions", json={"principal": "carol"}) for api in apis * 10)
         )
         assert sorted(response.status_code for response in responses) == [201] * 5 + [429] * 25
-        listed = (await on_b.get("/v1/sessions", params={"principal": "carol"})).json()
+        listed = (await apis[1].get("/v1/sessions", params={"principal": "carol"})).json()
         assert len(listed["items"]) == 5
+    finally:
+        for api in apis:
+            await api.aclose()
 
 
-def expire_rows(database_url: str, prefix: str, count: int) -> None:
-    async def insert() -> None:
-        connection = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            await connection.execute(
-                """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                       max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
-                   SELECT 'purging', $1 || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
-                          now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
-                     FROM generate_series(1, $2::int) AS n""",
-                prefix,
-                count,
+async def test_quotas_above_the_headroom_hold_exactly_while_fewer_creates_than_it_are_in_flight(
+    replicas,
+) -> None:
+    """The documented bound: far from its limit a create takes the lock-free path, so a scope can only be
+    overshot if more than QUOTA_HEADROOM creates for it are in flight at once. Below that, across any
+    number of replicas, the limit holds exactly."""
+    in_flight = QUOTA_HEADROOM - 4  # creates started at the same instant, spread over the replicas
+    apis = [httpx.AsyncClient(base_url=server.base_url, headers=key("bound")) for server in replicas]
+
+    async def wave(count: int) -> list[int]:
+        responses = await asyncio.gather(
+            *(
+                api.post("/v1/sessions", json={"principal": "dave"})
+                for api in itertools.islice(itertools.cycle(apis), count)
             )
-        finally:
-            await connection.close()
+        )
+        return [response.status_code for response in responses]
 
-    asyncio.run(insert())
+    try:
+        prefill = BOUND_LIMIT - QUOTA_HEADROOM - 6  # a few below where the exact path starts
+        assert await wave(prefill) == [201] * prefill
+        first = await wave(in_flight)  # mostly lock-free: these see room beyond the headroom
+        assert first.count(201) == in_flight  # still below the limit, so all of them fit
+        second = await wave(in_flight)  # now near the limit: counted exactly under the scope's lock
+        assert second.count(201) == BOUND_LIMIT - prefill - in_flight
+        assert second.count(429) == in_flight - second.count(201)
+        live = 0
+        cursor = None
+        while True:
+            params = {"principal": "dave", "limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = (await apis[2].get("/v1/sessions", params=params)).json()
+            live += len(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        assert live == BOUND_LIMIT
+    finally:
+        for api in apis:
+            await api.aclose()
 
 
-def remaining(database_url: str, prefix: str) -> int:
-    async def count() -> int:
-        connection = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            return int(
-                await connection.fetchval(
-                    "SELECT count(*) FROM sessions WHERE tenant = 'purging' AND id LIKE $1 || '%'", prefix
-                )
+async def test_fleet_gauges_are_recounted_once_per_interval_fleet_wide_and_exported_everywhere(
+    replicas, direct_database_url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=replicas[1].base_url, headers=key("gauged")) as api:
+        for _ in range(3):
+            assert (await api.post("/v1/sessions", json={"kind": "gauge-kind"})).status_code == 201
+    series = 'session_broker_sessions_live{kind="gauge-kind",tenant="gauged"}'
+    deadline = time.monotonic() + 15
+    values: list[float] = []
+    async with httpx.AsyncClient() as scraper:
+        while time.monotonic() < deadline:
+            values = [
+                metric_value((await scraper.get(server.base_url + "/metrics")).text, series)
+                for server in replicas
+            ]
+            if values == [3.0] * REPLICAS:
+                break
+            await asyncio.sleep(0.2)
+    assert values == [3.0] * REPLICAS  # each replica exports the fleet's figure, not its own share
+
+    # Who recounts is decided per interval under an advisory lock: every claim stamps the same row, so
+    # the claims seen over a few seconds (polled every 10 ms) are never closer than the claim's 0.8 x
+    # interval threshold. Unled, three replicas would each recount every interval.
+    connection = await asyncpg.connect(asyncpg_dsn(direct_database_url))
+    claims: list[datetime] = []
+    try:
+        stop = time.monotonic() + 8 * GAUGE_REFRESH_SECONDS
+        while time.monotonic() < stop:
+            stamp = await connection.fetchval(
+                "SELECT updated_at FROM broker_state WHERE key = 'gauges_refreshed'"
             )
-        finally:
-            await connection.close()
+            if stamp is not None and (not claims or stamp != claims[-1]):
+                claims.append(stamp)
+            await asyncio.sleep(0.01)
+    finally:
+        await connection.close()
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(claims)]
+    assert len(gaps) >= 3, claims  # the recount kept happening
+    assert min(gaps) >= 0.8 * GAUGE_REFRESH_SECONDS - 0.01, gaps
 
-    return asyncio.run(count())
+
+def alive(replicas: list[LiveServer]) -> list[LiveServer]:
+    return [server for server in replicas if server.process.poll() is None]
 
 
-def wait_until_purged(database_url: str, prefix: str, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if remaining(database_url, prefix) == 0:
-            return True
-        time.sleep(0.2)
-    return False
+def purged_by(server: LiveServer) -> dict[str, int]:
+    """What this replica's purge runs deleted, summed from its `purge run` log lines."""
+    totals = {"sessions": 0, "tombstones": 0, "events": 0}
+    for line in server.log_text().splitlines():
+        if '"purge run"' in line:
+            for table, count in json.loads(line)["purge"]["deleted"].items():
+                totals[table] += count
+    return totals
+
+
+def kill(server: LiveServer) -> None:
+    os.kill(server.process.pid, signal.SIGKILL)  # dies mid-whatever: its batch transaction and lock go
+    server.process.wait(timeout=10)
+
+
+async def end_sessions_through(server: LiveServer, count: int) -> None:
+    """Create and delete `count` sessions of tenant `purging`: each leaves a tombstone that the fleet's
+    purge forgets after TOMBSTONE_RETENTION_SECONDS (1 s), in real time."""
+    async with httpx.AsyncClient(base_url=server.base_url, headers=key("purging")) as api:
+        for start in range(0, count, 50):
+            created = await asyncio.gather(*(api.post("/v1/sessions") for _ in range(min(50, count - start))))
+            ended = await asyncio.gather(*(api.delete(path(r.json()["id"])) for r in created))
+            assert {response.status_code for response in ended} == {204}
+
+
+async def rows_left(direct_database_url: str, query: str, timeout: float) -> int:
+    """Poll `query` (a count) until it is 0 or the timeout passes; the last count."""
+    connection = await asyncpg.connect(asyncpg_dsn(direct_database_url))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = int(await connection.fetchval(query))
+            if left == 0 or time.monotonic() > deadline:
+                return left
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
+async def wait_for_logged_purges(servers: list[LiveServer], table: str, at_least: int) -> dict[str, int]:
+    """Each server's purged count of `table` once their sum reaches `at_least` (run summaries are logged
+    when a run ends, a moment after its last batch committed)."""
+    deadline = time.monotonic() + 10
+    while True:
+        counts = {server.base_url: purged_by(server)[table] for server in servers}
+        if sum(counts.values()) >= at_least or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.1)
+
+
+TOMBSTONES_LEFT = "SELECT count(*) FROM session_tombstones WHERE tenant = 'purging'"
+EXPIRED_LEFT = "SELECT count(*) FROM sessions WHERE tenant = 'expiring'"
 
 
 def test_logs_never_contain_raw_ids_or_secrets(replicas) -> None:
@@ -223,7 +367,7 @@ def test_logs_never_contain_raw_ids_or_secrets(replicas) -> None:
 
 
 async def test_a_stream_opened_before_any_event_resumes_from_where_it_started(replicas) -> None:
-    a, b = replicas
+    a, b, _ = replicas
     (opened,) = await read_events(b, "resume", count=1, include_open=True)
     assert opened["event"] == "stream.open" and opened["id"].isdigit()
     async with httpx.AsyncClient(base_url=a.base_url, headers=key("resume")) as api:
@@ -232,13 +376,54 @@ async def test_a_stream_opened_before_any_event_resumes_from_where_it_started(re
     assert json.loads(event["data"])["session_id"] == "after-open"
 
 
-# Last: it kills replica A.
-def test_purging_continues_when_a_replica_dies(replicas, database_url: str) -> None:
-    a, b = replicas
-    expire_rows(database_url, "before-", 3000)
-    assert wait_until_purged(database_url, "before-")
-    os.kill(a.process.pid, signal.SIGKILL)  # dies mid-whatever: its batch transaction and lock go with it
-    a.process.wait(timeout=10)
-    expire_rows(database_url, "after-", 3000)
-    assert wait_until_purged(database_url, "after-"), "the surviving replica stopped purging"
-    assert httpx.get(b.base_url + "/readyz").status_code == 200
+# The last two tests each kill a replica.
+async def test_the_purge_carries_on_when_the_replica_doing_it_dies(replicas, direct_database_url) -> None:
+    servers = alive(replicas)
+    before = {server.base_url: purged_by(server)["tombstones"] for server in servers}
+    await end_sessions_through(servers[0], 100)
+    assert await rows_left(direct_database_url, TOMBSTONES_LEFT, timeout=20) == 0
+    after = await wait_for_logged_purges(servers, "tombstones", sum(before.values()) + 100)
+    # Kill the replica that did the most of that purge: its leadership must pass to the others.
+    victim = max(servers, key=lambda server: after[server.base_url] - before[server.base_url])
+    assert after[victim.base_url] > before[victim.base_url]
+    kill(victim)
+    survivors = alive(replicas)
+    assert len(survivors) == len(servers) - 1
+    before = {server.base_url: purged_by(server)["tombstones"] for server in survivors}
+    await end_sessions_through(survivors[0], 100)
+    assert await rows_left(direct_database_url, TOMBSTONES_LEFT, timeout=20) == 0, "the purge stopped"
+    after = await wait_for_logged_purges(survivors, "tombstones", sum(before.values()) + 100)
+    assert sum(after.values()) - sum(before.values()) >= 100  # forgotten by the survivors' own runs
+    async with httpx.AsyncClient() as probe:
+        for server in survivors:
+            assert (await probe.get(server.base_url + "/readyz")).status_code == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 (prompt expiry): the purge selects on purge_after = expires_at + 600 s "
+    "(PURGE_AFTER_STEP_SECONDS), so a session that expired in real time is purged 10 minutes late",
+)
+async def test_expired_sessions_are_purged_within_seconds_also_after_a_replica_dies(
+    replicas, direct_database_url
+) -> None:
+    """Issue 12's bound: every expired session is purged (row deleted, `session.ended` written) within
+    5 s of its expiry with PURGE_INTERVAL_SECONDS <= 1 (the replicas run 0.3 s), on whichever replicas
+    are left. Real time only: sessions idle out after 1 s; nothing is backdated."""
+    servers = alive(replicas)
+    assert len(servers) >= 2
+
+    async def expire_wave(server: LiveServer) -> None:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=key("expiring")) as api:
+            created = await asyncio.gather(
+                *(api.post("/v1/sessions", json={"idle_timeout_seconds": 1}) for _ in range(200))
+            )
+            assert {response.status_code for response in created} == {201}
+        await asyncio.sleep(1)  # now they have all expired
+        assert await rows_left(direct_database_url, EXPIRED_LEFT, timeout=5) == 0
+
+    before = {server.base_url: purged_by(server)["sessions"] for server in servers}
+    await expire_wave(servers[0])
+    after = await wait_for_logged_purges(servers, "sessions", sum(before.values()) + 200)
+    kill(max(servers, key=lambda server: after[server.base_url] - before[server.base_url]))
+    await expire_wave(alive(replicas)[0])

@@ -46,17 +46,21 @@ async def settled_updates(raw_db: asyncpg.Connection) -> int:
     raise AssertionError("pg_stat_user_tables.n_tup_upd did not settle")
 
 
-async def test_touch_within_granularity_writes_nothing(client_with, raw_db, database_url) -> None:
+async def test_touch_within_granularity_writes_nothing(
+    client_with, raw_db, direct_database_url, release_backends
+) -> None:
     """A throttled touch is a read: pg_stat_user_tables.n_tup_upd must not move, nor the row version."""
     async with client_with() as client:
         session = await create(client)
-    aging = await asyncpg.connect(asyncpg_dsn(database_url))
+    await release_backends()
+    aging = await asyncpg.connect(asyncpg_dsn(direct_database_url))
     await age(aging, session["id"], 120)  # past the 60 s default granularity: the next touch writes
     await aging.close()
     baseline = await settled_updates(raw_db)
 
     async with client_with() as client:  # closing the app closes its pool, flushing its statistics
         written = await client.post(path(session["id"]) + "/touch", headers=auth())
+    await release_backends()
     assert written.status_code == 200
     after_write = await settled_updates(raw_db)
     assert after_write == baseline + 1  # the check can see a write
@@ -66,6 +70,7 @@ async def test_touch_within_granularity_writes_nothing(client_with, raw_db, data
         for _ in range(25):
             again = await client.post(path(session["id"]) + "/touch", headers=auth())
             assert again.status_code == 200 and again.json()["expires_at"] == written.json()["expires_at"]
+    await release_backends()
     assert await settled_updates(raw_db) == after_write
     assert (
         await raw_db.fetchval("SELECT xmin::text FROM sessions WHERE id = $1", session["id"]) == row_version

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import subprocess
-import sys
 
 import httpx
 
@@ -14,7 +12,6 @@ from app.db import Database
 from app.purge import PURGE_LOCK_KEY, purge_once
 from app.sql import purge as purge_sql
 from tests.helpers import (
-    ROOT,
     assert_problem,
     auth,
     create,
@@ -23,6 +20,7 @@ from tests.helpers import (
     expired_rows,
     make_settings,
     path,
+    run_command,
 )
 
 
@@ -182,18 +180,8 @@ async def test_a_session_touched_during_purges_is_never_deleted(client_with, raw
 
 
 def test_purge_command_runs_once_and_prints_what_it_deleted(database_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "purge", "--database-url", database_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "SESSION_BROKER_PURGE_ENABLED": "false",
-            "SESSION_BROKER_LOG_FORMAT": "text",
-        },
-        check=False,
+    result = run_command(
+        "purge", "--database-url", database_url, env={"SESSION_BROKER_PURGE_ENABLED": "false"}, timeout=60
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -40,11 +40,11 @@ async def test_revoke_all_sessions_of_a_principal(client: httpx.AsyncClient, raw
 
 
 async def test_revoke_waits_for_a_concurrent_touch_and_still_ends_the_session(
-    client: httpx.AsyncClient, raw_db, database_url: str
+    client: httpx.AsyncClient, raw_db, direct_database_url: str
 ) -> None:
     session = await create(client, principal="alice")
     # A touch of that session is in flight: it holds the row lock when the revocation starts.
-    toucher = await asyncpg.connect(asyncpg_dsn(database_url))
+    toucher = await asyncpg.connect(asyncpg_dsn(direct_database_url))
     try:
         touching = toucher.transaction()
         await touching.start()
