@@ -28,6 +28,7 @@ from app.sql import events as sql
 
 POLL_INTERVAL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
+HORIZON_CHECK_SECONDS = 15.0
 BATCH = 500
 EVENT_TYPES = ("session.created", "session.updated", "session.ended", "session.rotated")
 
@@ -42,32 +43,51 @@ def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> byte
     return ("\n".join(lines) + "\n\n").encode()
 
 
+async def _bounds(db: Database) -> tuple[int, int]:
+    """(the newest deliverable position, the highest position retention has removed)."""
+    async with db.connection("events") as connection:
+        row = await connection.fetchrow(*sql.STREAM_START.bind())
+    return int(row["head"]), int(row["purged_through"])
+
+
+def _gap(last_event_id: int, resumed_after: int, detail: str) -> bytes:
+    return frame(
+        "stream.gap",
+        {"last_event_id": str(last_event_id), "resumed_after": str(resumed_after), "detail": detail},
+        event_id=resumed_after,
+    )
+
+
+RETENTION_GAP = (
+    "events after your Last-Event-ID were removed by retention before you read them; re-read the sessions "
+    "you track (GET /v1/sessions) and continue from here"
+)
+AHEAD_GAP = (
+    "your Last-Event-ID is ahead of the newest event (it was not issued by this database, e.g. after a "
+    "restore); re-read the sessions you track (GET /v1/sessions) and continue from here"
+)
+
+
 async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes]:
     """Where a subscription starts, and the first frame to send.
 
-    Without `Last-Event-ID` the stream starts now. Resuming below the purge horizon means events were
-    dropped by retention: the client is told explicitly (`stream.gap`) instead of losing them silently.
-    Otherwise the first frame is `stream.open`. Either carries the starting position as its SSE `id`, so
-    a client that disconnects before any event arrives still resumes from exactly where it started.
+    Without `Last-Event-ID` the stream starts now. When the stream cannot continue exactly after the
+    given id, the client is told (`stream.gap`) instead of losing events silently or waiting forever:
+    below the retention horizon, events were removed; ahead of the newest event, the id is not one this
+    database issued, and the stream continues from the newest. Otherwise the first frame is
+    `stream.open`. Each carries the starting position as its SSE `id`, so a client that disconnects
+    before any event arrives still resumes from exactly where it started.
     """
-    async with db.connection("events") as connection:
-        row = await connection.fetchrow(*sql.STREAM_START.bind())
-    head, purged_through = int(row["head"]), int(row["purged_through"])
-    if last_event_id is None or last_event_id >= purged_through:
-        start = head if last_event_id is None else last_event_id
-        return start, frame("stream.open", {"detail": "streaming events after this id"}, event_id=start)
+    head, purged_through = await _bounds(db)
+    if last_event_id is None:
+        return head, frame("stream.open", {"detail": "streaming events after this id"}, event_id=head)
     if last_event_id < purged_through:
-        notice = frame(
-            "stream.gap",
-            {
-                "last_event_id": str(last_event_id),
-                "resumed_after": str(purged_through),
-                "detail": "events after your Last-Event-ID were removed by retention before you resumed; "
-                "re-read the sessions you track (GET /v1/sessions) and continue from here",
-            },
-            event_id=purged_through,
-        )
-    return purged_through, notice
+        return purged_through, _gap(last_event_id, purged_through, RETENTION_GAP)
+    if last_event_id > head:
+        return head, _gap(last_event_id, head, AHEAD_GAP)
+    return last_event_id, frame(
+        "stream.open", {"detail": "streaming events after this id"}, event_id=last_event_id
+    )
 
 
 async def stream(
@@ -81,16 +101,37 @@ async def stream(
     """Yield SSE frames for the tenant's events after `cursor` until the client leaves or we shut down."""
     yield first
     last_sent = time.monotonic()
+    read_through = cursor  # every event of the tenant up to here has been delivered
+    horizon_checked = time.monotonic()
     while not stopping.is_set():
+        if time.monotonic() - horizon_checked >= HORIZON_CHECK_SECONDS:
+            # Retention may remove events a reader far behind has not read yet (an idle reader has read
+            # through the bound of its last poll, so it never sees a false gap).
+            horizon_checked = time.monotonic()
+            try:
+                _, purged_through = await _bounds(db)
+            except DatabaseUnavailable:
+                yield frame(
+                    "stream.error", {"detail": "the session store is unavailable; reconnect to resume"}
+                )
+                return
+            if read_through < purged_through:
+                yield _gap(cursor, purged_through, RETENTION_GAP)
+                cursor = read_through = purged_through
         try:
             async with db.connection("events") as connection:
-                rows = await connection.fetch(*sql.READ_EVENTS.bind(tenant=tenant, after=cursor, limit=BATCH))
+                records = await connection.fetch(
+                    *sql.READ_EVENTS.bind(tenant=tenant, after=cursor, limit=BATCH)
+                )
         except DatabaseUnavailable:
             # End the stream; the client reconnects with Last-Event-ID and loses nothing.
             yield frame("stream.error", {"detail": "the session store is unavailable; reconnect to resume"})
             return
+        rows = [record for record in records if record["position"] is not None]
+        if not rows:
+            read_through = max(read_through, int(records[0]["below"]) - 1)
         for row in rows:
-            cursor = row["position"]
+            cursor = read_through = row["position"]
             yield frame(
                 row["type"],
                 {

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +22,21 @@ NO_NUL_PATTERN = "^[^\\x00]*$"
 # Bounded labels; `kind` appears in metrics, so it is kept short and simple.
 Kind = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 Label = Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=NO_NUL_PATTERN)]
+
+
+def normalise_principal(value: str) -> str:
+    """Principals compare after trimming surrounding whitespace, on both sides: the one a session is bound
+    to and the one a caller sends (`Session-Principal`, filters). `"alice "` and `"alice\t"` are alice."""
+    return value.strip()
+
+
+def _trimmed(value: Any) -> Any:
+    return normalise_principal(value) if isinstance(value, str) else value
+
+
+Principal = Annotated[
+    StrictStr, BeforeValidator(_trimmed), Field(min_length=1, max_length=512, pattern=NO_NUL_PATTERN)
+]
 ProtocolVersion = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
 
 
@@ -41,8 +57,39 @@ Seconds = Annotated[
     Field(description="seconds; bounded by the service's configured min/max (see /v1/stats `limits`)"),
 ]
 
-METADATA_DESCRIPTION = "JSON object (client info, capabilities, upstream ids...); size-limited"
-Metadata = Annotated[dict[str, Any], Field(description=METADATA_DESCRIPTION)]
+# Nesting levels of metadata (the object itself is level 1). Deeper documents are refused before anything
+# is written: every JSON encoder has a depth limit (orjson's is 254 including the response envelope), and a
+# session whose metadata cannot be encoded could be stored but never read back.
+MAX_METADATA_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, `{}` is 1), counted up to `limit + 1` at most and
+    without recursion (a hostile document may nest a thousand levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _shallow(value: Any) -> Any:
+    if json_depth(value, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_METADATA_DEPTH} levels of objects and arrays")
+    return value
+
+
+METADATA_DESCRIPTION = (
+    f"JSON object (client info, capabilities, upstream ids...); size-limited, at most {MAX_METADATA_DEPTH} "
+    "levels deep"
+)
+Metadata = Annotated[dict[str, Any], AfterValidator(_shallow), Field(description=METADATA_DESCRIPTION)]
 
 
 class RequestModel(BaseModel):
@@ -53,7 +100,9 @@ class SessionCreate(RequestModel):
     """Body of `POST /v1/sessions` and `PUT /v1/sessions/{session_id}`. Every field is optional."""
 
     kind: Kind = "mcp"
-    principal: Label | None = Field(None, description="authenticated end user, e.g. 'issuer|subject'")
+    principal: Principal | None = Field(
+        None, description="authenticated end user, e.g. 'issuer|subject' (surrounding whitespace is trimmed)"
+    )
     client_id: Label | None = None
     owner: Label | None = Field(None, description="gateway replica serving the live stream")
     protocol_version: ProtocolVersion | None = None
@@ -69,8 +118,10 @@ class SessionPatch(RequestModel):
     and null clears them.
     """
 
-    metadata: dict[str, Any] | None = Field(
-        None, description="merged into the session's metadata; null clears it"
+    metadata: Annotated[dict[str, Any], AfterValidator(_shallow)] | None = Field(
+        None,
+        description="merged into the session's metadata; null clears it "
+        f"({MAX_METADATA_DEPTH} levels at most)",
     )
     owner: Label | None = None
     client_id: Label | None = None

@@ -8,6 +8,7 @@ Session-Principal header identically.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from urllib.parse import urlsplit
 
@@ -73,3 +74,70 @@ async def test_a_duplicated_identity_header_gets_the_same_400_on_every_route(
         assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["header"] == header
         # Nothing happened to the session.
         assert (await client.get(session_path, headers=auth())).status_code == 200
+
+
+def raw_request(server: LiveServer, head: str | bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send one request exactly as written (header bytes untouched by any client library)."""
+    address = urlsplit(server.base_url)
+    head_bytes = head.encode("utf-8") if isinstance(head, str) else head
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(head_bytes + b"\r\nConnection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("sent", ["alice ", "alice\t", " alice", "josé@example", "josé@example "])
+async def test_session_principal_is_trimmed_and_utf8_on_every_route(
+    live_server: LiveServer, raw_db: asyncpg.Connection, sent: str
+) -> None:
+    owner = sent.strip()
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
+        created = await client.post("/v1/sessions", json={"principal": owner + "  "}, headers=auth())
+        assert created.json()["principal"] == owner  # stored trimmed, too
+        session_id = created.json()["id"]
+    for method, target in (("POST", path(session_id) + "/touch"), ("GET", path(session_id))):
+        status, _ = raw_request(
+            live_server,
+            f"{method} {target} HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {ACME_KEY}\r\n"
+            f"Session-Principal: {sent}\r\nContent-Length: 0",
+        )
+        assert status == 200, (method, sent)
+        status, body = raw_request(
+            live_server,
+            f"{method} {target} HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {ACME_KEY}\r\n"
+            f"Session-Principal: mallory{sent[-1] if sent[-1].isspace() else ''}\r\nContent-Length: 0",
+        )
+        assert status == 404, (method, body)
+
+
+async def test_a_principal_that_is_not_utf8_is_refused_naming_the_header(live_server: LiveServer) -> None:
+    head = f"GET {path('any')} HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {ACME_KEY}\r\n".encode()
+    status, body = raw_request(live_server, head + b"Session-Principal: jos\xe9")  # latin-1, not UTF-8
+    assert status == 422
+    assert json.loads(body)["errors"] == [{"field": "Session-Principal", "message": "must be UTF-8 text"}]
+
+
+async def test_a_last_event_id_beyond_64_bits_is_422_and_one_ahead_of_the_head_says_so(
+    live_server: LiveServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as client:
+        too_big = await client.get("/v1/events", headers={**auth(), "Last-Event-ID": str(2**63)})
+        problem = assert_problem(too_big, 422, "validation-error")
+        assert problem["errors"][0]["field"] == "Last-Event-ID"
+        async with client.stream(
+            "GET", "/v1/events", headers={**auth(), "Last-Event-ID": str(2**63 - 1)}
+        ) as stream:
+            assert stream.status_code == 200
+            frame = b""
+            async for chunk in stream.aiter_bytes():
+                frame += chunk
+                if b"\n\n" in frame:
+                    break
+    lines = dict(line.split(": ", 1) for line in frame.decode().split("\n\n")[0].splitlines())
+    assert lines["event"] == "stream.gap"
+    data = json.loads(lines["data"])
+    assert data["last_event_id"] == str(2**63 - 1) and int(data["resumed_after"]) == int(lines["id"])
+    assert int(lines["id"]) < 2**63 - 1 and "ahead of the newest event" in data["detail"]

@@ -22,9 +22,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app import events, fleet_gauges, purge, repository
+from app import events, fleet_gauges, repository
 from app.models import Base
 from app.purge import purge_once
+from app.sql import fleet as fleet_sql
+from app.sql import purge as purge_sql
+from app.sql import read as read_sql
 from tests.helpers import path, running_client
 
 TABLES = sorted(Base.metadata.tables)
@@ -67,14 +70,14 @@ async def test_those_are_all_the_tables(raw_db: asyncpg.Connection) -> None:
 TENANT_TABLES = sorted(name for name, table in Base.metadata.tables.items() if "tenant" in table.c)
 # Statements that are fleet-wide by design: admin figures, the purge, the fleet-gauge recount.
 ADMIN_AND_MAINTENANCE = {
-    repository._ALL_LIVE_BY_KIND: "admin stats",
-    repository._ALL_COUNTER_TOTALS: "admin stats",
-    purge._PURGE_SESSIONS: "purge",
-    purge._PURGE_TOMBSTONES: "purge",
-    purge._PURGE_EVENTS: "purge",
-    fleet_gauges._COUNT_CHUNK: "fleet gauges",
-    fleet_gauges._STORE: "fleet gauges",
-    fleet_gauges._READ_GAUGES: "fleet gauges",
+    read_sql.ALL_LIVE_BY_KIND.sql: "admin stats",
+    read_sql.ALL_COUNTER_TOTALS.sql: "admin stats",
+    purge_sql.PURGE_SESSIONS.sql: "purge",
+    purge_sql.PURGE_TOMBSTONES.sql: "purge",
+    purge_sql.PURGE_EVENTS.sql: "purge",
+    fleet_sql.COUNT_SESSIONS_CHUNK.sql: "fleet gauges",
+    fleet_sql.STORE_GAUGES.sql: "fleet gauges",
+    fleet_sql.READ_GAUGES.sql: "fleet gauges",
 }
 ALPHA, BETA = "alpha-tenant", "beta-tenant"
 KEYS = {ALPHA: "alpha-key-0123456789abcdef", BETA: "beta-key-0123456789abcdef"}
@@ -140,7 +143,8 @@ async def two_tenant_workload(database_url: str) -> list[tuple[str, tuple[Any, .
                     await client.post("/v1/sessions", json={"principal": "q"}, headers=headers)
                 await client.delete("/v1/sessions", params={"principal": "q"}, headers=headers)
                 await client.delete(path(ids[0][1] if headers is alpha else ids[1][1]), headers=headers)
-            db = app.state.db
+            runtime = app.broker.runtime
+            db = runtime.db
             for tenant in KEYS:  # the event stream: where it starts, then one read
                 start, first = await events.starting_point(db, 0)
 
@@ -149,8 +153,8 @@ async def two_tenant_workload(database_url: str) -> list[tuple[str, tuple[Any, .
 
                 async for _ in events.stream(db, tenant, start, first, gone, asyncio.Event()):
                     pass
-            await app.state.service.analytics.flush(db)
-            admin_settings = app.state.settings
+            await runtime.analytics.flush(db)
+            admin_settings = app.broker.settings
             await fleet_gauges.refresh(db, admin_settings)
             await fleet_gauges.publish(db)
             await asyncio.sleep(1.1)

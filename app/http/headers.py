@@ -11,7 +11,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from app.auth import KeyRing
-from app.errors import DuplicateHeader
+from app.errors import DuplicateHeader, ValidationFailed
+from app.schemas import normalise_principal
 
 AUTHORIZATION = b"authorization"
 SESSION_PRINCIPAL = b"session-principal"
@@ -47,9 +48,17 @@ def authenticate_tenant(scope: Scope, keys: KeyRing, headers: dict[bytes, bytes]
 
 
 def principal_of(headers: dict[bytes, bytes]) -> str | None:
-    """The principal the caller acts for, or None when it sends none (or an empty one)."""
+    """The principal the caller acts for, or None when it sends none (or only whitespace). The header is
+    UTF-8 (a principal such as `josé@example` must match the one a session was created with) and is
+    normalised like the stored principal (`normalise_principal`)."""
     value = headers.get(SESSION_PRINCIPAL)
-    return value.decode("latin-1") or None if value is not None else None
+    if value is None:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed.one("Session-Principal", "must be UTF-8 text") from None
+    return normalise_principal(text) or None
 
 
 def content_type_of(headers: dict[bytes, bytes]) -> str:

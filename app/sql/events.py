@@ -7,12 +7,20 @@ from app.sql.statement import Statement
 # Positions below this bound come from transactions older than every transaction still running.
 _SAFE_BOUND = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)"
 
+# Up to `:limit` events after `:after`, and the bound they were read below: one row with NULL event
+# columns when there are none, so an idle reader learns how far it has read (nothing of its tenant below
+# the bound is missing).
 READ_EVENTS = Statement(
     "read_events",
     f"""
-SELECT position, type, session_id, occurred_at, data FROM session_events
- WHERE tenant = :tenant AND position > :after::bigint AND position < {_SAFE_BOUND}
- ORDER BY position LIMIT :limit::int
+WITH bound AS (SELECT {_SAFE_BOUND} AS below)
+SELECT bound.below, e.position, e.type, e.session_id, e.occurred_at, e.data
+  FROM bound LEFT JOIN LATERAL (
+       SELECT position, type, session_id, occurred_at, data FROM session_events
+        WHERE tenant = :tenant AND position > :after::bigint AND position < bound.below
+        ORDER BY position LIMIT :limit::int
+  ) AS e ON true
+ ORDER BY e.position
 """,
 )
 

@@ -10,7 +10,7 @@ from app.errors import ValidationFailed
 from app.http.bodies import json_response
 from app.http.deps import RuntimeDep, ServiceDep, TenantDep
 from app.http.openapi import COMMON_PROBLEMS, problem_responses
-from app.schemas import RevokeResult, SessionPage, Stats
+from app.schemas import RevokeResult, SessionPage, Stats, normalise_principal
 from app.service import DEFAULT_PAGE_SIZE
 from app.sql.end import REVOKE_FILTERS
 from app.sql.read import LIST_FILTERS
@@ -25,7 +25,12 @@ def query_filters(request: Request, allowed: set[str], values: dict[str, str | N
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise ValidationFailed([{"field": name, "message": "unknown query parameter"} for name in unknown])
-    return {name: value for name, value in values.items() if value is not None}
+    filters = {name: value for name, value in values.items() if value is not None}
+    if "principal" in filters:  # compared the way bindings are (normalise_principal)
+        filters["principal"] = normalise_principal(filters["principal"])
+        if not filters["principal"]:
+            raise ValidationFailed.one("principal", "must not be blank")
+    return filters
 
 
 @router.get(

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app import events
+from app.errors import ValidationFailed
 from app.http.deps import RuntimeDep, TenantDep
 from app.http.openapi import COMMON_PROBLEMS, problem_responses
 
 EVENT_ID_PATTERN = r"^[0-9]{0,19}$"
+MAX_EVENT_ID = 2**63 - 1  # positions are bigint
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -69,6 +71,9 @@ async def stream_events(
 ) -> StreamingResponse:
     raw = last_event_id_header or last_event_id  # both validated as digits by EVENT_ID_PATTERN
     cursor = int(raw) if raw else None
+    if cursor is not None and cursor > MAX_EVENT_ID:
+        field = "Last-Event-ID" if last_event_id_header else "last_event_id"
+        raise ValidationFailed.one(field, f"must be at most {MAX_EVENT_ID} (event ids are 64-bit)")
     start, notice = await events.starting_point(runtime.db, cursor)  # 503 here, before the stream starts
     return StreamingResponse(
         events.stream(runtime.db, tenant, start, notice, request.is_disconnected, runtime.stopping),
