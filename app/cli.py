@@ -67,16 +67,18 @@ def serve(settings: Settings) -> None:
             app = create_app(settings, database_url=url)
             _DrainingServer(uvicorn.Config(app, **server_options), app).run()
         else:
-            # Workers re-read settings from the environment: hand them the resolved database URL, and give
-            # prometheus-client a shared directory so /metrics aggregates every worker.
+            # Workers re-read settings from the environment: hand them the resolved database URL and what
+            # the command line overrode, and give prometheus-client a shared directory so /metrics
+            # aggregates every worker.
             os.environ["SESSION_BROKER_DATABASE_URL"] = url
+            os.environ["SESSION_BROKER_LOG_LEVEL"] = settings.log_level
             os.environ.setdefault(
                 "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="session-broker-metrics-")
             )
             from app.metrics import prepare_multiprocess_dir
 
             prepare_multiprocess_dir()
-            uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **server_options)
+            uvicorn.run("app.main:worker_app", factory=True, workers=settings.workers, **server_options)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 # 40001/40P01 serialization failure / deadlock (transient by definition).
 UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57", "58")
 UNAVAILABLE_SQLSTATES = frozenset({"25006", "42P01", "40001", "40P01"})
+# A prepared statement missing (26000) or existing twice (42P05) on a connection: asyncpg's statement
+# cache behind a transaction pooler that does not keep prepared statements (PgBouncer < 1.21, or without
+# max_prepared_statements). A configuration problem, not a bug in the request: 503, and one log line
+# that names the setting to change.
+PREPARED_STATEMENT_SQLSTATES = frozenset({"26000", "42P05"})
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -58,13 +63,19 @@ def is_unavailable_error(error: BaseException) -> bool:
         return True
     if isinstance(error, asyncpg.PostgresError):
         state = getattr(error, "sqlstate", None) or ""
-        return state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES) or state in UNAVAILABLE_SQLSTATES
+        return (
+            state.startswith(UNAVAILABLE_SQLSTATE_PREFIXES)
+            or state in UNAVAILABLE_SQLSTATES
+            or state in PREPARED_STATEMENT_SQLSTATES
+        )
     return False
 
 
 def error_kind(error: BaseException) -> str:
-    """A bounded label for the db errors metric."""
+    """A bounded label for the db errors metric (one of `metrics.DB_ERROR_KINDS`)."""
     state = getattr(error, "sqlstate", None) or ""
+    if state in PREPARED_STATEMENT_SQLSTATES:
+        return "prepared_statements"
     if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or state == "57014":
         return "timeout"
     if state.startswith("53"):
@@ -111,6 +122,7 @@ class Database:
         self.waiting = 0  # requests queued for a connection (pool saturation signal)
         self.query_observer: Callable[[str, float], None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
+        self._warned_prepared_statements = False
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -169,8 +181,18 @@ class Database:
             # one failed request per pooled connection.
             await self._pool.expire_connections()
         kind = type(error).__name__
-        metrics.count_db_error(error_kind(error))
+        label = error_kind(error)
+        metrics.count_db_error(label)
         log.warning("database unavailable: %s", kind)
+        if label == "prepared_statements" and not self._warned_prepared_statements:
+            self._warned_prepared_statements = True
+            log.error(
+                "the database connection lost asyncpg's prepared statements (%s): a transaction pooler such "
+                "as PgBouncer < 1.21 in transaction mode is in front of PostgreSQL. Set "
+                "SESSION_BROKER_DB_PREPARED_STATEMENTS=false, or use PgBouncer >= 1.21 with "
+                "max_prepared_statements > 0. Requests answer 503 until then.",
+                kind,
+            )
         return DatabaseUnavailable(
             f"The session store is temporarily unavailable ({kind}); retry later.",
             retry_after=self._settings.retry_after_seconds,

@@ -21,7 +21,8 @@ from app.fleet_gauges import gauges_loop
 from app.http.edge import SessionBrokerApp
 from app.http.errors import install_exception_handlers
 from app.http.openapi import build_openapi
-from app.http.routes import admin, analytics, collection, events, operations, sessions
+from app.http.routes import admin, analytics, collection, docs, events, operations, sessions
+from app.logs import configure_logging
 from app.migrate import head_revision, known_revisions
 from app.purge import purge_loop
 from app.quotas import Quotas
@@ -101,6 +102,16 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
     return lifespan
 
 
+def worker_app() -> SessionBrokerApp:
+    """The app of one uvicorn worker when `serve` runs several (`uvicorn.run(..., factory=True)`). Each
+    worker is a fresh process that inherits nothing of the parent's logging, so it configures logging
+    itself from the same settings (the parent hands them over in the environment); without this the
+    workers wrote no access log at all."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    return create_app(settings)
+
+
 def check_configuration(settings: Settings) -> tuple[KeyRing, Quotas]:
     """What settings alone cannot validate (keys, per-tenant quotas): ConfigurationError before anything
     starts, in the CLI before the embedded database and in every worker that builds the app."""
@@ -132,13 +143,16 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=_lifespan(broker, url),
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served from the package by routes/docs.py
         redoc_url=None,
+        # `/v1/sessions/` is not `/v1/sessions`: a 404 problem, not a redirect built from the Host header.
+        redirect_slashes=False,
         generate_unique_id_function=lambda route: route.name,
     )
     metrics.register_tenants(keys.tenants or ["default"])
-    for module in (sessions, collection, analytics, events, admin, operations):
+    for module in (sessions, collection, analytics, events, admin, operations, docs):
         app.include_router(module.router)
+    docs.mount_assets(app)
     install_exception_handlers(app, settings.retry_after_seconds)
     app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app

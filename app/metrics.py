@@ -53,6 +53,18 @@ TOUCH_RESULTS = ("written", "throttled", "not_found")
 QUOTA_SCOPES = ("tenant", "principal", "client")
 PURGE_RESULTS = ("ok", "error", "skipped")
 PURGE_TABLES = ("sessions", "tombstones", "events")
+#: `kind` of session_broker_db_errors_total (`app.db.error_kind`).
+DB_ERROR_KINDS = (
+    "timeout",
+    "deadline",
+    "capacity",
+    "read_only",
+    "schema",
+    "conflict",
+    "connection",
+    "prepared_statements",
+    "other",
+)
 
 MCP_METHODS = frozenset(
     {
@@ -211,7 +223,8 @@ DB_QUERY_DURATION = Histogram(
 )
 DB_ERRORS = Counter(
     "session_broker_db_errors_total",
-    "Database errors by kind (e.g. timeout, connection, pool_timeout, other).",
+    "Database errors by kind: timeout, deadline (a request's deadline passed), capacity, read_only, schema, "
+    "conflict, connection, prepared_statements (a pooler lost them), other.",
     ["kind"],
 )
 UNAVAILABLE_RESPONSES = Counter(
@@ -244,6 +257,9 @@ def _init_global_series() -> None:
         PURGE_RUNS.labels(result)
     for table in PURGE_TABLES:
         PURGE_DELETED.labels(table)
+    # Multi-process: a series exists in /metrics only once some worker has created it.
+    for kind in DB_ERROR_KINDS:
+        DB_ERRORS.labels(kind)
 
 
 _init_global_series()
@@ -333,7 +349,7 @@ def count_unavailable() -> None:
 
 
 def count_db_error(kind: str) -> None:
-    """kind: a short bounded word (timeout, connection, pool_timeout, other)."""
+    """kind: one of DB_ERROR_KINDS."""
     DB_ERRORS.labels(kind).inc()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -141,3 +142,29 @@ async def test_a_last_event_id_beyond_64_bits_is_422_and_one_ahead_of_the_head_s
     data = json.loads(lines["data"])
     assert data["last_event_id"] == str(2**63 - 1) and int(data["resumed_after"]) == int(lines["id"])
     assert int(lines["id"]) < 2**63 - 1 and "ahead of the newest event" in data["detail"]
+
+
+async def test_a_trailing_slash_is_a_404_problem_not_a_redirect_built_from_host(
+    live_server: LiveServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.base_url, follow_redirects=False) as client:
+        for method in ("POST", "GET"):
+            answer = await client.request(method, "/v1/sessions/", headers={**auth(), "Host": "evil.example"})
+            assert "location" not in answer.headers
+            assert_problem(answer, 404, "not-found")
+
+
+async def test_docs_are_served_from_the_package_without_any_outside_address(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=live_server.base_url) as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        addresses = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+        urls = {url for pair in addresses for url in pair if url}
+        assert urls and all(url.startswith("/") for url in urls), urls  # nothing from a CDN
+        for url in urls:
+            asset = await client.get(url)
+            assert asset.status_code == 200, url
+        script = await client.get("/docs/assets/swagger-ui-bundle.js")
+        assert "SwaggerUIBundle" in script.text and len(script.content) > 500_000
+        contract = await client.get("/openapi.json")
+        assert contract.json()["openapi"].startswith("3.1")

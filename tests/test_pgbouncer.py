@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -219,3 +220,42 @@ async def test_a_pgbouncer_outage_is_503_and_recovers_when_it_ends(
             print(f"\nPGBOUNCER {outage}: slowest 503 {slowest:.2f} s, served {recovered:.2f} s after RESUME")
     finally:
         await asyncio.to_thread(stop_server, server)
+
+
+async def test_prepared_statements_left_on_behind_pgbouncer_answer_503_and_name_the_setting(
+    private_pgbouncer: PgBouncer, raw_db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """PgBouncer 1.18 in transaction mode with the statement cache left on (a misconfiguration): under
+    concurrency a statement prepared on one server connection is executed on another. That made ~76 % of
+    creates answer 500; it must be 503 with Retry-After, and the log must say which setting to change."""
+    env = server_env(
+        private_pgbouncer.url(),
+        SESSION_BROKER_PURGE_ENABLED="false",
+        SESSION_BROKER_DB_PREPARED_STATEMENTS="true",
+    )
+    server = await asyncio.to_thread(start_server, env, tmp_path / "server.log")
+    try:
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, headers=auth(), limits=limits, timeout=30
+        ) as api:
+            answers = []
+            for _ in range(6):
+                answers += await asyncio.gather(
+                    *(api.post("/v1/sessions", json={"kind": "pooled"}) for _ in range(50))
+                )
+    finally:
+        await asyncio.to_thread(stop_server, server)
+    statuses = {answer.status_code for answer in answers}
+    assert statuses <= {201, 503}, statuses
+    unavailable = [answer for answer in answers if answer.status_code == 503]
+    assert unavailable, "the misconfiguration never showed (no statement ran on another server connection)"
+    assert all(answer.headers["retry-after"] for answer in unavailable)
+    created = sum(1 for answer in answers if answer.status_code == 201)
+    assert await raw_db.fetchval("SELECT count(*) FROM sessions WHERE kind = 'pooled'") == created
+    advice = [
+        line
+        for line in server.log_text().splitlines()
+        if "SESSION_BROKER_DB_PREPARED_STATEMENTS=false" in line
+    ]
+    assert len(advice) == 1, advice  # said once, not once per request
