@@ -41,6 +41,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def serve(settings: Settings) -> None:
     """Start the embedded database if no URL is set, migrate if configured, then run uvicorn."""
     from app.embedded import EmbeddedPostgres
+    from app.http.protocol import BoundedHttpToolsProtocol
     from app.main import check_configuration, create_app
     from app.migrate import upgrade
 
@@ -62,6 +63,9 @@ def serve(settings: Settings) -> None:
             "access_log": False,  # AccessLogMiddleware writes one structured line per request
             "timeout_graceful_shutdown": 20,
             "server_header": False,
+            # Limits on what a client may send and how long it may take (app/http/protocol.py).
+            "http": BoundedHttpToolsProtocol,
+            "limit_concurrency": settings.http_max_connections,
         }
         if settings.workers == 1:
             app = create_app(settings, database_url=url)

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="uvicorn worker processes (metrics aggregate across them)"
     )
+    http_max_header_bytes: int = Field(
+        65536, ge=1024, le=16 * 1024 * 1024, description="request line and headers, at most (431 past it)"
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="time to send the request line and headers (408 past it)"
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="time to send a request body once the headers are in (408 past it)"
+    )
+    http_max_connections: int = Field(
+        1024, ge=1, le=1_000_000, description="open connections (and requests) per worker; 503 past it"
+    )
 
     # --- database ------------------------------------------------------------------------------
     database_url: SecretStr | None = Field(

@@ -118,6 +118,14 @@ class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The session has changed (If-Match failed)"
 
 
+class RequestTimeout(Problem):
+    status, slug, title = 408, "request-timeout", "The request did not arrive in time"
+
+
+class HeadersTooLarge(Problem):
+    status, slug, title = 431, "headers-too-large", "The request line and headers are too large"
+
+
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
@@ -178,9 +186,11 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     SessionExists,
     SessionIdRetired,
     PreconditionFailed,
+    RequestTimeout,
     PayloadTooLarge,
     MetadataTooLarge,
     UnsupportedMediaType,
+    HeadersTooLarge,
     ValidationFailed,
     QuotaExceeded,
     InternalError,

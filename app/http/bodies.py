@@ -6,6 +6,7 @@ A body the client never finished is a client disconnect, not a shorter body: `re
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -14,23 +15,29 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message, Receive
 
-from app.errors import UnsupportedMediaType, ValidationFailed
+from app.errors import RequestTimeout, UnsupportedMediaType, ValidationFailed
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_TYPES = frozenset({"application/json"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body; `ClientDisconnect` if the client went away before sending all of it."""
+async def read_body(receive: Receive, timeout: float) -> bytes:  # noqa: ASYNC109 (a limit, not a wrapper)
+    """The whole request body; `ClientDisconnect` if the client went away before sending all of it, 408
+    if it takes longer than `timeout` seconds (HTTP_BODY_TIMEOUT_SECONDS: a slow client must not hold a
+    request open indefinitely)."""
     chunks = []
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {timeout:g} s.") from None
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:

@@ -104,7 +104,8 @@ class HotPaths:
         try:
             headers = read_headers(scope, _HEADERS)
             tenant = authenticate_tenant(scope, broker.keys, headers)
-            response = await handler(broker, scope, tenant, headers, await read_body(receive))
+            body = await read_body(receive, broker.settings.http_body_timeout_seconds)
+            response = await handler(broker, scope, tenant, headers, body)
         except Exception as error:
             response = response_for(error, broker.settings.retry_after_seconds)
         await response(scope, receive, send)

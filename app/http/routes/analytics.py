@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.errors import ValidationFailed
-from app.http.bodies import JSON_TYPES, json_response, parse_json_body, read_body
-from app.http.deps import ServiceDep, TenantDep
+from app.http.bodies import JSON_TYPES, json_response, parse_json_body
+from app.http.deps import BodyDep, ServiceDep, TenantDep
 from app.http.openapi import COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import AnalyticsBatch, AnalyticsRecorded
 
@@ -20,9 +20,11 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
     openapi_extra=request_body(AnalyticsBatch, JSON_TYPES, required=True),
     summary="Report the outcomes of gateway requests in a batch (request analytics without a touch)",
 )
-async def report_requests(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+async def report_requests(
+    request: Request, service: ServiceDep, tenant: TenantDep, body: BodyDep
+) -> Response:
     content_type = request.headers.get("content-type", "")
-    batch = parse_json_body(await read_body(request.receive), content_type, AnalyticsBatch, JSON_TYPES)
+    batch = parse_json_body(body, content_type, AnalyticsBatch, JSON_TYPES)
     if batch is None:
         raise ValidationFailed.one("body", "a JSON object with `requests` is required")
     return json_response({"recorded": service.record_requests(tenant, batch.requests)})

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Header, Request, Response
 
 from app.errors import ValidationFailed
 from app.http import core
-from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, parse_json_body, read_body
-from app.http.deps import PrincipalDep, ServiceDep, SessionIdPath, TenantDep
+from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, parse_json_body
+from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import SessionCreate, SessionPatch, SessionRead, TouchRequest, TouchResult
 
@@ -30,10 +30,8 @@ def _content_type(request: Request) -> str:
     openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
     summary="Create a session (the service mints the id)",
 )
-async def create_session(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
-    return await core.create_session(
-        service, tenant, await read_body(request.receive), _content_type(request)
-    )
+async def create_session(request: Request, service: ServiceDep, tenant: TenantDep, body: BodyDep) -> Response:
+    return await core.create_session(service, tenant, body, _content_type(request))
 
 
 @router.put(
@@ -45,9 +43,8 @@ async def create_session(request: Request, service: ServiceDep, tenant: TenantDe
     summary="Register a session whose id was minted elsewhere (e.g. by an MCP SDK)",
 )
 async def register_session(
-    request: Request, session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep
+    request: Request, session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep, body: BodyDep
 ) -> Response:
-    body = await read_body(request.receive)
     return await core.create_session(service, tenant, body, _content_type(request), segment=session_id)
 
 
@@ -77,8 +74,8 @@ async def touch_session(
     service: ServiceDep,
     tenant: TenantDep,
     principal: PrincipalDep,
+    body: BodyDep,
 ) -> Response:
-    body = await read_body(request.receive)
     return await core.touch_session(service, tenant, session_id, principal, body, _content_type(request))
 
 
@@ -95,6 +92,7 @@ async def patch_session(
     service: ServiceDep,
     tenant: TenantDep,
     principal: PrincipalDep,
+    body: BodyDep,
     if_match: Annotated[
         str | None,
         Header(
@@ -105,9 +103,7 @@ async def patch_session(
         ),
     ] = None,
 ) -> Response:
-    patch = parse_json_body(
-        await read_body(request.receive), _content_type(request), SessionPatch, MERGE_PATCH_TYPES
-    )
+    patch = parse_json_body(body, _content_type(request), SessionPatch, MERGE_PATCH_TYPES)
     if patch is None:
         raise ValidationFailed.one("body", "a JSON Merge Patch document (an object) is required")
     session = await service.patch(tenant, core.decode_session_id(session_id), principal, patch, if_match)
