@@ -140,6 +140,19 @@ class Settings(BaseSettings):
         description="a touch waits for its WAL flush (and synchronous standbys); false: it commits "
         "asynchronously, so a database crash can undo the last moments' touches (expiry stays where it was)",
     )
+    list_max_page_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="a list page ends where its sessions' metadata passes this many bytes (at least one "
+        "session per page; `next_cursor` continues)",
+    )
+    list_concurrent_pages: int = Field(
+        4, ge=1, le=1000, description="list pages served at once per worker (the others wait their turn)"
+    )
+    list_concurrent_pages_per_tenant: int = Field(
+        2, ge=1, le=1000, description="list pages served at once per worker for one tenant"
+    )
     max_metadata_bytes: int = Field(
         65536, ge=2, le=16 * 1024 * 1024, description="limit on a session's metadata as JSON (413 past it)"
     )

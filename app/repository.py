@@ -293,15 +293,22 @@ class SessionRepository:
         return _session(record) if record is not None else None
 
     async def list_live(
-        self, tenant: str, *, filters: dict[str, str], after_id: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Keyset page of live sessions ordered by id: `limit` rows after `after_id`."""
+        self, tenant: str, *, filters: dict[str, str], after_id: str | None, limit: int, max_bytes: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Keyset page of live sessions ordered by id: up to `limit` rows after `after_id`, cut where their
+        metadata passes `max_bytes`; and how many rows there were before the cut."""
         names = tuple(name for name in read.LIST_FILTERS if name in filters)
-        values: dict[str, Any] = {"tenant": tenant, "limit": limit, **{name: filters[name] for name in names}}
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "limit": limit,
+            "max_bytes": max_bytes,
+            **{name: filters[name] for name in names},
+        }
         if after_id is not None:
             values["after_id"] = after_id
         records = await self.connection.fetch(*read.LIST_PAGE[names, after_id is not None].bind(**values))
-        return [_session(record) for record in records]
+        page = [{**_session(record), "metadata": orjson.Fragment(record["metadata"])} for record in records]
+        return page, (records[0]["available"] if records else 0)
 
     async def live_by_kind(self, tenant: str | None) -> list[asyncpg.Record]:
         """Live sessions by kind for one tenant, or by (tenant, kind) across all when `tenant` is None."""

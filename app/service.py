@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import metrics, quotas, rules
+from app.admission import Admission
 from app.analytics import RequestAnalytics
 from app.batching import StatementBatcher
 from app.config import MismatchStatus, Settings
@@ -66,6 +67,10 @@ class SessionService:
         self.creates: StatementBatcher[_MintedCreate, InsertOutcome] = StatementBatcher(self._create_batch)
         # One waiter per locked row in this process (row_gate.py): single-row writes and touch retries.
         self.rows = RowGate()
+        # List pages can be megabytes each: a few at a time per process, fewer per tenant (admission.py).
+        self.heavy_reads = Admission(
+            settings.list_concurrent_pages, settings.list_concurrent_pages_per_tenant
+        )
 
     def _mismatch(self, tenant: str, operation: str) -> Exception:
         """A caller bound to another principal: counted, answered like a missing session (or 403)."""
@@ -277,14 +282,19 @@ class SessionService:
         self, tenant: str, filters: dict[str, str], cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         after = rules.decode_cursor(cursor) if cursor is not None else None
-        async with self.db.connection("list") as connection:
-            rows = await SessionRepository(connection).list_live(
-                tenant, filters=filters, after_id=after, limit=limit + 1
+        async with self.heavy_reads.admit(tenant), self.db.connection("list") as connection:
+            rows, available = await SessionRepository(connection).list_live(
+                tenant,
+                filters=filters,
+                after_id=after,
+                limit=limit + 1,
+                max_bytes=self.settings.list_max_page_bytes,
             )
         if len(rows) > limit:
             rows = rows[:limit]
-            return rows, rules.encode_cursor(rows[-1]["id"])
-        return rows, None
+        elif len(rows) == available:
+            return rows, None  # neither the limit nor the byte budget cut this page: it is the last
+        return rows, rules.encode_cursor(rows[-1]["id"])
 
     # --- end -------------------------------------------------------------------------------------
 
