@@ -195,6 +195,14 @@ class Settings(BaseSettings):
         '"quota_policy": "evict_oldest_idle"}}`',
     )
 
+    metrics_top_kinds: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="session_broker_sessions_live exports each tenant's largest kinds by name, the rest as "
+        "`other` (kinds come from clients: the label set stays bounded)",
+    )
+
     # --- logging -------------------------------------------------------------------------------
     log_level: str = Field("INFO", description="CRITICAL, ERROR, WARNING, INFO or DEBUG")
     log_format: LogFormat = Field(

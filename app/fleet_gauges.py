@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from app import metrics
 from app.config import Settings
@@ -66,12 +67,35 @@ async def refresh(db: Database, settings: Settings, *, chunk_blocks: int = CHUNK
         return True
 
 
-async def publish(db: Database) -> None:
+OTHER_KIND = "other"
+
+
+def bounded_kinds(rows: Iterable[tuple[str, str, int]], top: int) -> list[tuple[str, str, int]]:
+    """Per tenant, its `top` largest kinds by name and the rest summed as `other`.
+
+    `kind` is chosen by clients, and every distinct value would be a Prometheus series of its own: one
+    client could create thousands. The recount keeps every kind (`GET /v1/stats` lists them all); only the
+    exported label set is bounded. Ties go to the alphabetically first kind, so the set is stable."""
+    by_tenant: dict[str, list[tuple[str, int]]] = {}
+    for tenant, kind, live in rows:
+        by_tenant.setdefault(tenant, []).append((kind, int(live)))
+    bounded = []
+    for tenant, kinds in by_tenant.items():
+        kinds.sort(key=lambda item: (-item[1], item[0]))
+        bounded += [(tenant, kind, live) for kind, live in kinds[:top]]
+        rest = sum(live for _, live in kinds[top:])
+        if rest:
+            bounded.append((tenant, OTHER_KIND, rest))
+    return bounded
+
+
+async def publish(db: Database, settings: Settings) -> None:
     """Export the stored fleet figures from this process."""
     async with db.connection("gauges") as connection:
         rows = await connection.fetch(*sql.READ_GAUGES.bind())
         backlog = await connection.fetchval(*sql.READ_PURGE_BACKLOG.bind())
-    metrics.set_live_sessions((row["tenant"], row["kind"], row["live"]) for row in rows)
+    counted = ((row["tenant"], row["kind"], row["live"]) for row in rows)
+    metrics.set_live_sessions(bounded_kinds(counted, settings.metrics_top_kinds))
     metrics.set_purge_backlog(int(backlog or 0))
 
 
@@ -79,7 +103,7 @@ async def gauges_loop(db: Database, settings: Settings) -> None:
     while True:
         try:
             await refresh(db, settings)
-            await publish(db)
+            await publish(db, settings)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the database may be down; keep the last figures and try again

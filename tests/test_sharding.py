@@ -156,7 +156,7 @@ async def two_tenant_workload(database_url: str) -> list[tuple[str, tuple[Any, .
             await runtime.analytics.flush(db)
             admin_settings = app.broker.settings
             await fleet_gauges.refresh(db, admin_settings)
-            await fleet_gauges.publish(db)
+            await fleet_gauges.publish(db, admin_settings)
             await asyncio.sleep(1.1)
             await purge_once(db, admin_settings)
             async with db.connection() as connection:

@@ -6,10 +6,7 @@ import asyncio
 
 from app import fleet_gauges
 from app.sql import fleet as fleet_sql
-from tests.helpers import (
-    create,
-    make_settings,
-)
+from tests.helpers import auth, create, make_settings
 
 
 async def test_fleet_gauges_recount_in_block_chunks_agrees_with_an_exact_count(raw_db, db) -> None:
@@ -63,3 +60,29 @@ async def test_fleet_gauges_export_live_sessions(client_with, raw_db) -> None:
                 break
             await asyncio.sleep(0.1)
         assert await exported()
+
+
+async def test_client_chosen_kinds_cannot_flood_the_live_gauge(client_with, raw_db) -> None:
+    async with client_with(stats_refresh_seconds=0.2, metrics_top_kinds=5) as client:
+        for n in range(40):
+            await create(client, kind=f"flood-{n:02d}")
+        await create(client, kind="flood-39")
+
+        async def series() -> list[str]:
+            text = (await client.get("/metrics")).text
+            return [
+                line
+                for line in text.splitlines()
+                if line.startswith("session_broker_sessions_live{") and 'tenant="acme"' in line
+            ]
+
+        for _ in range(50):  # until a recount that saw every session is exported
+            if 'session_broker_sessions_live{kind="other",tenant="acme"} 35.0' in await series():
+                break
+            await asyncio.sleep(0.1)
+        exported = await series()
+        assert len(exported) == 6, exported  # five kinds by name, and `other`
+        assert 'session_broker_sessions_live{kind="flood-39",tenant="acme"} 2.0' in exported
+        assert 'session_broker_sessions_live{kind="other",tenant="acme"} 35.0' in exported
+        # GET /v1/stats still counts every kind.
+        assert len((await client.get("/v1/stats", headers=auth())).json()["by_kind"]) == 40

@@ -80,3 +80,18 @@ def test_a_session_is_bound_elsewhere_only_when_both_sides_name_different_princi
     assert rules.bound_elsewhere("alice", "mallory")
     assert not rules.bound_elsewhere("alice", "alice")
     assert not rules.bound_elsewhere(None, "mallory") and not rules.bound_elsewhere("alice", None)
+
+
+def test_the_live_gauge_keeps_each_tenants_largest_kinds_and_sums_the_rest() -> None:
+    from app.fleet_gauges import bounded_kinds
+
+    rows = [("a", f"k{n:02d}", n) for n in range(1, 26)] + [("b", "mcp", 7)]
+    bounded = bounded_kinds(rows, top=3)
+    assert [row for row in bounded if row[0] == "a"] == [
+        ("a", "k25", 25),
+        ("a", "k24", 24),
+        ("a", "k23", 23),
+        ("a", "other", sum(range(1, 23))),
+    ]
+    assert ("b", "mcp", 7) in bounded and not any(row[:2] == ("b", "other") for row in bounded)
+    assert sum(live for _, _, live in bounded) == sum(live for _, _, live in rows)
