@@ -51,7 +51,7 @@ from app.sql import create as create_sql
 from app.sql import touch as touch_sql
 
 SERVER_USER = "pgserver"
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "capacity"  # apart from the runs of python -m bench
 LIMITS = QuotaLimits(tenant=100_000_000, principal=100_000_000, client=100_000_000)
 NEW = NewSession(
     kind="mcp",
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         cluster.stop()
-    output = args.output or RESULTS / f"capacity-{datetime.now(UTC):%Y-%m-%dT%H%M%S}.json"
+    output = args.output or RESULTS / f"{datetime.now(UTC):%Y-%m-%dT%H%M%S}.json"
     output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {output}", file=sys.stderr)
     return 0

@@ -149,3 +149,18 @@ def test_ordinary_requests_are_untouched_by_the_limits(server: LiveServer, tmp_p
             "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".encode()
         )
         assert answer_of(connection).startswith(b"HTTP/1.1 201")
+
+
+def test_large_bodies_on_one_kept_alive_connection_are_not_counted_as_headers(server: LiveServer) -> None:
+    body = b'{"metadata": {"blob": "' + b"z" * 60_000 + b'"}}'
+    request = (
+        f"POST /v1/sessions HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {ACME_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    with connect(server) as connection:
+        connection.sendall(
+            request * 3 + request.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n", 1)
+        )
+        answer = answer_of(connection)
+    assert answer.count(b"HTTP/1.1 201 Created") == 4, answer[:300]

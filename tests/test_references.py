@@ -92,7 +92,9 @@ def _unresolved(token: str) -> bool:
     if re.fullmatch(r"SESSION_BROKER_[A-Z_]+", token):
         return token not in setting_variables()
     if re.fullmatch(r"[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+", token):
-        return token not in DEFINED and token not in OUTSIDE_NAMES
+        # A setting may be named without its prefix, as the README does (`DB_DEADLINE_SECONDS`).
+        short_settings = {name.removeprefix("SESSION_BROKER_") for name in setting_variables()}
+        return token not in DEFINED and token not in OUTSIDE_NAMES and token not in short_settings
     return False
 
 

@@ -16,8 +16,10 @@ from app.schemas import DOCUMENT_MODELS, REQUEST_MODELS, ProblemDocument
 
 _REF = "#/components/schemas/{model}"
 # What every /v1 route can answer: a duplicated Authorization or Session-Principal, a missing or invalid
-# key, the wrong kind of key, the database unavailable.
-COMMON_PROBLEMS = (400, 401, 403, 503)
+# key, the wrong kind of key, a request line and headers over the limit, the database unavailable.
+COMMON_PROBLEMS = (400, 401, 403, 431, 503)
+# And every route that reads a body: one that did not arrive in time.
+BODY_PROBLEMS = (408,)
 
 
 def _problem_types(status: int) -> list[str]:

@@ -29,20 +29,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True  # waiting for (the rest of) a request line and its headers
         self._head_timer: TimerHandle | None = None
+        self._heads_completed = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()  # a connection that never sends a request is closed too
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
+        was_in_head, heads_before = self._in_head, self._heads_completed
+        super().data_received(data)  # may complete a head (the rest of the chunk is then its body)
+        in_one_head = was_in_head and self._in_head and self._heads_completed == heads_before
+        if in_one_head and not self.transport.is_closing():
+            # The whole chunk belongs to one unfinished head, which the parser holds.
             self._head_bytes += len(data)
             if self._head_bytes > self._max_head_bytes:
                 self._refuse(
                     HeadersTooLarge(f"The request line and headers exceed {self._max_head_bytes} bytes.")
                 )
-                return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -51,6 +54,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads_completed += 1
         self._disarm_head_timer()
         super().on_headers_complete()
 

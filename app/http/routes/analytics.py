@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from app.errors import ValidationFailed
 from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.http.deps import BodyDep, ServiceDep, TenantDep
-from app.http.openapi import COMMON_PROBLEMS, problem_responses, request_body
+from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import AnalyticsBatch, AnalyticsRecorded
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
 @router.post(
     "/analytics",
     response_model=AnalyticsRecorded,
-    responses=problem_responses(*COMMON_PROBLEMS, 413, 415, 422),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 413, 415, 422),
     openapi_extra=request_body(AnalyticsBatch, JSON_TYPES, required=True),
     summary="Report the outcomes of gateway requests in a batch (request analytics without a touch)",
 )

@@ -10,7 +10,7 @@ from app.errors import ValidationFailed
 from app.http import core
 from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, parse_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
-from app.http.openapi import COMMON_PROBLEMS, problem_responses, request_body
+from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import SessionCreate, SessionPatch, SessionRead, TouchRequest, TouchResult
 
 IF_MATCH_PATTERN = r'^[ \t]*(\*|(W/)?"[\x21\x23-\x7e]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7e]*")*)[ \t]*$'
@@ -26,7 +26,7 @@ def _content_type(request: Request) -> str:
     "/sessions",
     status_code=201,
     response_model=SessionRead,
-    responses=problem_responses(*COMMON_PROBLEMS, 413, 415, 422, 429),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 413, 415, 422, 429),
     openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
     summary="Create a session (the service mints the id)",
 )
@@ -38,7 +38,7 @@ async def create_session(request: Request, service: ServiceDep, tenant: TenantDe
     "/sessions/{session_id}",
     status_code=201,
     response_model=SessionRead,
-    responses=problem_responses(*COMMON_PROBLEMS, 409, 413, 415, 422, 429),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 409, 413, 415, 422, 429),
     openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
     summary="Register a session whose id was minted elsewhere (e.g. by an MCP SDK)",
 )
@@ -64,7 +64,7 @@ async def get_session(
 @router.post(
     "/sessions/{session_id}/touch",
     response_model=TouchResult,
-    responses=problem_responses(*COMMON_PROBLEMS, 404, 413, 415, 422),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 404, 413, 415, 422),
     openapi_extra=request_body(TouchRequest, JSON_TYPES, required=False),
     summary="Slide the idle expiry (capped by the absolute lifetime)",
 )
@@ -82,7 +82,7 @@ async def touch_session(
 @router.patch(
     "/sessions/{session_id}",
     response_model=SessionRead,
-    responses=problem_responses(*COMMON_PROBLEMS, 404, 412, 413, 415, 422),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 404, 412, 413, 415, 422),
     openapi_extra=request_body(SessionPatch, MERGE_PATCH_TYPES, required=True),
     summary="Update metadata, owner, client_id, protocol_version (JSON Merge Patch)",
 )
