@@ -17,6 +17,7 @@ quantities (in-flight requests, pool stats) are summed over live workers; leader
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -108,6 +109,8 @@ _DB_BUCKETS = (
 _LIFETIME_BUCKETS = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 604800,
 )  # fmt: skip
+#: The lifetime histogram's upper bounds, +Inf included (observe() counts a value in the first bound >= it).
+LIFETIME_BOUNDS = (*(float(bound) for bound in _LIFETIME_BUCKETS), math.inf)
 _PURGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -326,6 +329,44 @@ def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None)
     SESSIONS_ENDED.labels(tenant, reason).inc()
     if lifetime_seconds is not None and lifetime_seconds >= 0:
         SESSION_LIFETIME.labels(tenant).observe(lifetime_seconds)
+
+
+class Endings:
+    """Ended sessions counted in bulk (a purge batch ends thousands): per (tenant, reason) a count, and
+    per tenant the lifetime histogram's bucket counts and sum, applied to the collectors in one step.
+
+    Recording each ended row through `count_ended` cost ~10 µs (two `labels()` lookups with their locks),
+    and a purge run recorded all of them at its end: 300,000 rows stopped the event loop for seconds."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lifetimes: dict[str, tuple[list[int], float]] = {}
+
+    def add(self, tenant: str, reason: str, lifetime_seconds: float | None) -> None:
+        key = (tenant, reason)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if lifetime_seconds is not None and lifetime_seconds >= 0:
+            buckets, total = self._lifetimes.get(tenant) or ([0] * len(LIFETIME_BOUNDS), 0.0)
+            buckets[bisect.bisect_left(LIFETIME_BOUNDS, lifetime_seconds)] += 1
+            self._lifetimes[tenant] = (buckets, total + lifetime_seconds)
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+    def record(self) -> None:
+        """Add everything counted to the collectors (and start over)."""
+        for (tenant, reason), count in self._counts.items():
+            child(SESSIONS_ENDED, tenant, reason).inc(count)
+        for tenant, (buckets, total) in self._lifetimes.items():
+            histogram = child(SESSION_LIFETIME, tenant)
+            # prometheus-client has no bulk observe; its histogram child keeps one (non-cumulative) value
+            # per bucket and a sum, which observe() increments. tests/unit/test_metrics_bulk.py checks that
+            # this equals observing each lifetime.
+            for index, count in enumerate(buckets):
+                if count:
+                    histogram._buckets[index].inc(count)
+            histogram._sum.inc(total)
+        self._counts, self._lifetimes = {}, {}
 
 
 def count_binding_mismatch(tenant: str, operation: str) -> None:

@@ -43,7 +43,7 @@ class PurgeResult:
     batch_seconds: list[float] = field(default_factory=list)
     # Server-side [lock taken, work done] of each batch, for checks that batches never overlap.
     batch_windows: list[tuple[datetime, datetime]] = field(default_factory=list)
-    ended: list[tuple[str, str, float]] = field(default_factory=list)  # (tenant, reason, lifetime)
+    ended: metrics.Endings = field(default_factory=metrics.Endings)  # the expired sessions it ended
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,7 +70,8 @@ async def _batch(
         rows = await connection.fetch(*statement.bind(**args))
     if table == "sessions":
         count = len(rows)
-        result.ended += [(row["tenant"], row["reason"], row["lifetime_seconds"]) for row in rows]
+        for row in rows:
+            result.ended.add(row["tenant"], row["reason"], row["lifetime_seconds"])
         finished = rows[-1]["at"] if rows else lock["at"]
     else:
         count = int(rows[0]["n"])
@@ -128,8 +129,7 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
 
 def record(result: PurgeResult) -> None:
     """Publish a run's outcome as metrics."""
-    for tenant, reason, lifetime in result.ended:
-        metrics.count_ended(tenant, reason, lifetime)
+    result.ended.record()
     outcome = "skipped" if result.skipped and result.batches == 0 else "ok"
     metrics.record_purge_run(outcome, result.deleted, result.batch_seconds)
 
