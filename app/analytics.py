@@ -58,26 +58,33 @@ class RequestAnalytics:
             tally.duration_ms_total += duration_ms
 
     async def flush(self, db: Database) -> None:
-        """Add the pending counts to the table; on failure keep them for the next try."""
+        """Add the pending counts to the table, one statement per tenant (no statement spans tenants:
+        docs/scaling.md); on failure keep what was not written for the next try."""
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        keys = list(batch)
+        by_tenant: dict[str, list[tuple[str, _Tally]]] = {}
+        for (tenant, method), tally in batch.items():
+            by_tenant.setdefault(tenant, []).append((method, tally))
+        written: set[str] = set()
         try:
             async with db.connection("analytics") as connection:
-                await connection.execute(
-                    *sql.ADD_REQUEST_TOTALS.bind(
-                        tenants=[tenant for tenant, _ in keys],
-                        methods=[method for _, method in keys],
-                        requests=[batch[key].requests for key in keys],
-                        errors=[batch[key].errors for key in keys],
-                        timed=[batch[key].timed for key in keys],
-                        duration_ms_total=[batch[key].duration_ms_total for key in keys],
+                for tenant, tallies in by_tenant.items():
+                    await connection.execute(
+                        *sql.ADD_REQUEST_TOTALS.bind(
+                            tenant=tenant,
+                            methods=[method for method, _ in tallies],
+                            requests=[tally.requests for _, tally in tallies],
+                            errors=[tally.errors for _, tally in tallies],
+                            timed=[tally.timed for _, tally in tallies],
+                            duration_ms_total=[tally.duration_ms_total for _, tally in tallies],
+                        )
                     )
-                )
+                    written.add(tenant)
         except BaseException:
-            for key, tally in batch.items():  # put them back, merged with anything counted meanwhile
-                self._pending.setdefault(key, _Tally()).add(tally)
+            for (tenant, method), tally in batch.items():  # put back, merged with what came meanwhile
+                if tenant not in written:
+                    self._pending.setdefault((tenant, method), _Tally()).add(tally)
             raise
 
     async def summary(self, db: Database, tenant: str) -> dict[str, Any]:

@@ -38,16 +38,20 @@ class StatementBatcher(Generic[Key, Result]):
     """Per-process coalescing of one kind of request; `submit()` is awaited by each request.
 
     `run_batch(keys)` executes one statement for distinct keys and returns one result per key, in order.
-    `conflict(key)` names what may appear only once per statement.
+    `conflict(key)` names what may appear only once per statement; `group(key)` what every key of one
+    statement shares (the tenant: no statement spans tenants, so each could run on the tenant's shard;
+    docs/scaling.md).
     """
 
     def __init__(
         self,
         run_batch: Callable[[list[Key]], Awaitable[list[Result]]],
         conflict: Callable[[Key], Hashable] = lambda key: key,
+        group: Callable[[Key], Hashable] = lambda key: None,
     ) -> None:
         self._run_batch = run_batch
         self._conflict = conflict
+        self._group = group
         self._pending: dict[Key, list[asyncio.Future[Result]]] = {}
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,9 +76,14 @@ class StatementBatcher(Generic[Key, Result]):
     def _start(self) -> None:
         batch: dict[Key, list[asyncio.Future[Result]]] = {}
         taken: set[Hashable] = set()
+        group: Hashable = None
         for key in list(self._pending):
             if len(batch) == MAX_BATCH:
                 break
+            if not batch:
+                group = self._group(key)  # the oldest waiting key decides whose statement this is
+            elif self._group(key) != group:
+                continue
             conflict = self._conflict(key)
             if conflict in taken:
                 continue  # e.g. the same session with another principal: next batch

@@ -62,9 +62,11 @@ class SessionService:
         self.analytics = analytics
         # Concurrent touches, and concurrent creates with minted ids, share statements (batching.py).
         self.touches: StatementBatcher[TouchKey, TouchOutcome] = StatementBatcher(
-            self._touch_batch, conflict=lambda key: key[:2]
+            self._touch_batch, conflict=lambda key: key[:2], group=lambda key: key[0]
         )
-        self.creates: StatementBatcher[_MintedCreate, InsertOutcome] = StatementBatcher(self._create_batch)
+        self.creates: StatementBatcher[_MintedCreate, InsertOutcome] = StatementBatcher(
+            self._create_batch, group=lambda item: item.tenant
+        )
         # One waiter per locked row in this process (row_gate.py): single-row writes and touch retries.
         self.rows = RowGate()
         # List pages can be megabytes each: a few at a time per process, fewer per tenant (admission.py).

@@ -7,10 +7,10 @@ migrations, and the statements the service really sends (every query of a two-te
 the real app, captured with asyncpg's query logger on the service's own pool connections) with the
 tenants named in their parameters.
 
-Known violations, kept visible as strict xfails until the schema and SQL change (after the restructure):
-`broker_state (key)` and `session_events (position)`, and the grouped statements, which batch several
-tenants into one statement. A strict xfail that starts passing fails the run, so its marker has to go
-with the fix.
+Known violations, kept visible as strict xfails until the schema changes: `broker_state (key)` and
+`session_events (position)`. A strict xfail that starts passing fails the run, so its marker has to go
+with the fix. (The grouped statements batched several tenants into one statement until the batcher
+grouped by tenant.)
 """
 
 from __future__ import annotations
@@ -167,10 +167,6 @@ async def two_tenant_workload(database_url: str) -> list[tuple[str, tuple[Any, .
     return sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="group touch, group create and the analytics flush put several tenants into one statement",
-)
 async def test_no_statement_outside_the_admin_ones_spans_tenants(database_url: str, raw_db) -> None:
     sent = await two_tenant_workload(database_url)
     assert len({query for query, _ in sent}) > 20  # the workload did reach the service's statements

@@ -65,13 +65,13 @@ READ_PURGE_BACKLOG = Statement(
     "read_purge_backlog", "SELECT value FROM broker_state WHERE key = 'purge_backlog'"
 )
 
-# Parallel arrays, one element per (tenant, method) tally.
+# One tenant's tallies: parallel arrays, one element per method.
 ADD_REQUEST_TOTALS = Statement(
     "add_request_totals",
     """
 INSERT INTO gateway_request_totals AS t (tenant, method, requests, errors, timed, duration_ms_total)
-SELECT * FROM unnest(:tenants::text[], :methods::text[], :requests::bigint[], :errors::bigint[],
-                     :timed::bigint[], :duration_ms_total::float8[])
+SELECT :tenant::text, * FROM unnest(:methods::text[], :requests::bigint[], :errors::bigint[],
+                                    :timed::bigint[], :duration_ms_total::float8[])
 ON CONFLICT (tenant, method) DO UPDATE SET
     requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
     timed = t.timed + EXCLUDED.timed, duration_ms_total = t.duration_ms_total + EXCLUDED.duration_ms_total
