@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="`postgresql://user:pass@host:5432/db`; unset: an embedded PostgreSQL in DATA_DIR"
     )
+    read_database_url: SecretStr | None = Field(
+        None,
+        description="a streaming standby for list, stats and admin figures (never get/touch); unset: the "
+        "primary serves them",
+    )
+    read_max_lag_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="reads go to the primary while the standby is further behind than this (or unreachable)",
+    )
     data_dir: Path = Field(
         Path(".session-broker-data"), description="where the embedded PostgreSQL keeps its data"
     )
@@ -217,7 +228,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return level
 
-    @field_validator("database_url")
+    @field_validator("database_url", "read_database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():

@@ -26,6 +26,7 @@ from app.logs import configure_logging
 from app.migrate import head_revision, known_revisions
 from app.purge import purge_loop
 from app.quotas import Quotas
+from app.read_replica import Reads
 from app.service import SessionService
 from app.state import BrokerState, Runtime
 from app.stats import Stats
@@ -66,13 +67,20 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
         db = Database(settings, database_url)
         db.query_observer = metrics.observe_db_query
         await db.open()
+        standby = None
+        if settings.read_database_url is not None:
+            standby = Database(settings, settings.read_database_url.get_secret_value())
+            standby.query_observer = metrics.observe_db_query
+            await standby.open()
+        reads = Reads(db, standby, settings)
         quotas = broker.quotas
         analytics = RequestAnalytics()
         broker.runtime_ = runtime = Runtime(
             db=db,
-            service=SessionService(db, settings, quotas, analytics),
-            stats=Stats(db, settings, quotas, analytics),
+            service=SessionService(db, settings, quotas, analytics, reads),
+            stats=Stats(db, settings, quotas, analytics, reads),
             analytics=analytics,
+            reads=reads,
             stopping=asyncio.Event(),
             loop=asyncio.get_running_loop(),
         )
@@ -83,6 +91,8 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
         ]
         if settings.purge_enabled:
             tasks.append(asyncio.create_task(purge_loop(db, settings), name="purge"))
+        if standby is not None:
+            tasks.append(asyncio.create_task(reads.probe_loop(), name="standby-lag"))
         _freeze_startup_objects()
         try:
             yield
@@ -96,6 +106,8 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
             with contextlib.suppress(Exception):  # best effort: the database may be the reason we stop
                 await analytics.flush(db)
             await db.close()
+            if standby is not None:
+                await standby.close()
             broker.runtime_ = None
             gc.unfreeze()  # an app that stops inside a longer-lived process (tests) leaves nothing pinned
 

@@ -26,6 +26,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.quotas import QUOTA_HEADROOM, Quotas, TenantQuota
+from app.read_replica import Reads
 from app.repository import InsertOutcome, Lookup, NewSession, QuotaLimits, SessionRepository, TouchOutcome
 from app.row_gate import RowGate
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
@@ -55,8 +56,11 @@ class Touched:
 class SessionService:
     """Operations of the API for one tenant at a time. Stateless apart from its collaborators."""
 
-    def __init__(self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics, reads: Reads
+    ) -> None:
         self.db = db
+        self.reads = reads
         self.settings = settings
         self.quotas = quotas
         self.analytics = analytics
@@ -284,7 +288,8 @@ class SessionService:
         self, tenant: str, filters: dict[str, str], cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         after = rules.decode_cursor(cursor) if cursor is not None else None
-        async with self.heavy_reads.admit(tenant), self.db.connection("list") as connection:
+        reader = self.reads.database()  # a standby may serve it (read_replica.py)
+        async with self.heavy_reads.admit(tenant), reader.connection("list") as connection:
             rows, available = await SessionRepository(connection).list_live(
                 tenant,
                 filters=filters,

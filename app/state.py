@@ -13,6 +13,7 @@ from app.auth import KeyRing
 from app.config import Settings
 from app.db import Database
 from app.quotas import Quotas
+from app.read_replica import Reads
 from app.service import SessionService
 from app.stats import Stats
 
@@ -25,6 +26,7 @@ class Runtime:
     service: SessionService
     stats: Stats
     analytics: RequestAnalytics
+    reads: Reads  # the primary, or a standby for reads that tolerate bounded staleness
     stopping: asyncio.Event  # set at shutdown: long-lived responses (event streams) finish
     loop: asyncio.AbstractEventLoop
 

@@ -9,6 +9,7 @@ from app.analytics import RequestAnalytics
 from app.config import Settings
 from app.db import Database, within_deadline
 from app.quotas import Quotas
+from app.read_replica import Reads
 from app.repository import SessionRepository
 from app.rules import END_REASONS
 
@@ -16,29 +17,33 @@ from app.rules import END_REASONS
 class Stats:
     """Reads for the stats endpoints; owns nothing but references to what it reads."""
 
-    def __init__(self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics, reads: Reads
+    ) -> None:
         self.db = db
+        self.reads = reads
         self.settings = settings
         self.quotas = quotas
         self.analytics = analytics
 
     @within_deadline
     async def of_tenant(self, tenant: str) -> dict[str, Any]:
-        async with self.db.connection("stats") as connection:
+        reader = self.reads.database()  # a standby may serve these (read_replica.py)
+        async with reader.connection("stats") as connection:
             repo = SessionRepository(connection)
             kinds = await repo.live_by_kind(tenant)
             totals = {row["name"]: row["total"] for row in await repo.counter_totals(tenant)}
         return {
             "tenant": tenant,
             **_tenant_figures(kinds, totals),
-            "requests": await self.analytics.summary(self.db, tenant),
+            "requests": await self.analytics.summary(reader, tenant),
             "limits": self.limits(tenant),
         }
 
     @within_deadline
     async def of_all_tenants(self) -> dict[str, Any]:
         """Admin: the same figures for every tenant that has sessions or history."""
-        async with self.db.connection("admin_stats") as connection:
+        async with self.reads.database().connection("admin_stats") as connection:
             repo = SessionRepository(connection)
             kinds = await repo.live_by_kind(None)
             totals = await repo.counter_totals(None)

@@ -19,7 +19,7 @@ def nested(depth: int) -> bytes:
     """A body whose metadata is `depth` levels deep, `{"x": [[...]]}` (the object is level 1), written as
     text: no JSON encoder goes that deep."""
     inner = "[" * (depth - 1) + "]" * (depth - 1)
-    return ('{"metadata": {"x": ' + inner + '}}').encode() if depth > 1 else b'{"metadata": {}}'
+    return ('{"metadata": {"x": ' + inner + "}}").encode() if depth > 1 else b'{"metadata": {}}'
 
 
 async def counts(raw_db: asyncpg.Connection) -> tuple[int, int]:

@@ -26,3 +26,10 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
         if line and not line.startswith(("#", "set ", "cd "))
     ]
     assert commands == ["make test"]
+
+
+def test_the_charts_deploying_guide_is_the_readmes_deploying_section() -> None:
+    section = README[README.index("## Deploying on Kubernetes") :]
+    assert (ROOT / "helm" / "session-broker" / "DEPLOYING.md").read_text() == section, (
+        "helm/session-broker/DEPLOYING.md ships with the chart: keep it equal to README's Deploying section"
+    )

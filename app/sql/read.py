@@ -88,3 +88,16 @@ ALL_COUNTER_TOTALS = Statement(
 )
 
 SCHEMA_REVISION = Statement("schema_revision", "SELECT version_num FROM alembic_version LIMIT 1")
+
+# How far behind the primary a standby's reads are, in seconds: 0 when it has replayed all it received
+# and is streaming (or is no standby at all), else the age of its last replayed transaction; NULL when it
+# cannot say (nothing replayed yet), which counts as too far behind.
+STANDBY_LAG = Statement(
+    "standby_lag",
+    """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0.0
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+                 AND (SELECT status FROM pg_stat_wal_receiver) = 'streaming' THEN 0.0
+            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag_seconds
+""",
+)

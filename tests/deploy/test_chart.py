@@ -673,8 +673,12 @@ def test_schema_accepts_good_values(values: dict[str, Any]) -> None:
         ({"auth": REQUIRED["auth"]}, "a database is required"),
         ({"database": REQUIRED["database"]}, "API keys are required"),
         ({**REQUIRED, "database": {"url": DATABASE_URL, "existingSecret": "pg"}}, "not both"),
+        (
+            {**EXISTING_SECRETS, "database": {"existingSecret": "pg", "readUrl": DATABASE_URL}},
+            "existingSecretReadKey",
+        ),
     ],
-    ids=["no database", "no api keys", "url and existingSecret"],
+    ids=["no database", "no api keys", "url and existingSecret", "readUrl and existingSecret"],
 )
 def test_templates_fail_on_bad_values_even_without_the_schema(
     values: dict[str, Any], message: str, tmp_path: Path
@@ -802,3 +806,26 @@ def test_rendered_yaml_has_no_duplicate_keys_or_syntax_slips(scenario: str, tmp_
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_read_url_reaches_the_pods_from_a_secret() -> None:
+    standby = "postgresql://broker:secret@db-standby.example.internal:5432/broker"
+    docs = manifests(render({**REQUIRED, "database": {"url": DATABASE_URL, "readUrl": standby}}))
+    container = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    reference = env_of(container)["SESSION_BROKER_READ_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert secret_data(find(docs, "Secret", FULLNAME))[reference["key"]] == standby
+    own = manifests(
+        render(
+            {
+                **EXISTING_SECRETS,
+                "database": {**EXISTING_SECRETS["database"], "existingSecretReadKey": "ro-uri"},
+            }
+        )
+    )
+    container = find(own, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(container)["SESSION_BROKER_READ_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-app",
+        "key": "ro-uri",
+    }
+    default = find(manifests(render(REQUIRED)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "SESSION_BROKER_READ_DATABASE_URL" not in env_of(default)

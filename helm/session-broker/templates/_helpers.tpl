@@ -134,6 +134,12 @@ Fail early on values the schema cannot express. Included by every template that 
 {{- if and .Values.database.url .Values.database.existingSecret }}
 {{- fail "set either database.url or database.existingSecret, not both" }}
 {{- end }}
+{{- if and .Values.database.readUrl .Values.database.existingSecret }}
+{{- fail "database.readUrl needs the chart-managed Secret; with database.existingSecret use database.existingSecretReadKey" }}
+{{- end }}
+{{- if and .Values.database.existingSecretReadKey (not .Values.database.existingSecret) }}
+{{- fail "database.existingSecretReadKey names a key of database.existingSecret; without one use database.readUrl" }}
+{{- end }}
 {{- if and .Values.database.migrationUrl .Values.database.existingSecret }}
 {{- fail "database.migrationUrl needs the chart-managed Secret; with database.existingSecret use database.existingSecretMigrationKey" }}
 {{- end }}
