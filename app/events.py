@@ -29,7 +29,7 @@ from app.sql import events as sql
 POLL_INTERVAL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
-EVENT_TYPES = ("session.created", "session.updated", "session.ended", "session.rotated")
+EVENT_TYPES = ("session.created", "session.updated", "session.expiring", "session.ended", "session.rotated")
 
 
 def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:

@@ -52,7 +52,8 @@ CREATED_HOW = ("created", "registered", "rotated")
 TOUCH_RESULTS = ("written", "throttled", "not_found")
 QUOTA_SCOPES = ("tenant", "principal", "client")
 PURGE_RESULTS = ("ok", "error", "skipped")
-PURGE_TABLES = ("sessions", "tombstones", "events")
+PURGE_TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
+REQUEST_LIMITS = ("max_requests", "max_requests_per_minute")
 
 MCP_METHODS = frozenset(
     {
@@ -97,6 +98,7 @@ _LIFETIME_BUCKETS = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 604800,
 )  # fmt: skip
 _PURGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_NOTICE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 _GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 # --- HTTP ------------------------------------------------------------------------------------------
@@ -165,6 +167,23 @@ QUOTA_EVICTIONS = Counter(
     ["tenant", "scope"],
 )
 
+EXPIRY_WARNINGS = Counter(
+    "session_broker_expiry_warnings_total",
+    "session.expiring events written (SESSION_BROKER_EXPIRY_WARNING_SECONDS before a session's expiry).",
+    ["tenant"],
+)
+REQUESTS_LIMITED = Counter(
+    "session_broker_session_requests_limited_total",
+    "Touches refused with 429 by a per-session request limit. limit: max_requests (lifetime), "
+    "max_requests_per_minute.",
+    ["tenant", "limit"],
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "session_broker_idempotent_replays_total",
+    "Creates and rotations answered from a remembered Idempotency-Key instead of doing it again.",
+    ["tenant"],
+)
+
 # --- purge ------------------------------------------------------------------------------------------
 PURGE_RUNS = Counter(
     "session_broker_purge_runs_total",
@@ -180,6 +199,11 @@ PURGE_BATCH_DURATION = Histogram(
     "session_broker_purge_batch_duration_seconds",
     "Duration of one purge batch (one transaction).",
     buckets=_PURGE_BUCKETS,
+)
+EXPIRY_NOTICE_DELAY = Histogram(
+    "session_broker_expiry_notice_delay_seconds",
+    "From a session's expiry to the purge statement that recorded it (event, counters, tombstone).",
+    buckets=_NOTICE_BUCKETS,
 )
 PURGE_BACKLOG = Gauge(
     "session_broker_purge_backlog",
@@ -278,6 +302,9 @@ def register_tenants(tenants: Iterable[str]) -> None:
         for scope in QUOTA_SCOPES:
             QUOTA_REJECTIONS.labels(tenant, scope)
             QUOTA_EVICTIONS.labels(tenant, scope)
+        EXPIRY_WARNINGS.labels(tenant)
+        for limit in REQUEST_LIMITS:
+            REQUESTS_LIMITED.labels(tenant, limit)
 
 
 # --- helpers called from the application ------------------------------------------------------------
@@ -310,6 +337,34 @@ def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None)
     SESSIONS_ENDED.labels(tenant, reason).inc()
     if lifetime_seconds is not None and lifetime_seconds >= 0:
         SESSION_LIFETIME.labels(tenant).observe(lifetime_seconds)
+
+
+def count_ended_many(tenant: str, reason: str, lifetimes: Iterable[float]) -> None:
+    """Several sessions of one tenant ended for one reason (the purge's batches)."""
+    values = list(lifetimes)
+    SESSIONS_ENDED.labels(tenant, reason).inc(len(values))
+    histogram = child(SESSION_LIFETIME, tenant)
+    for value in values:
+        if value >= 0:
+            histogram.observe(value)
+
+
+def observe_expiry_notice_delays(delays: Iterable[float]) -> None:
+    for delay in delays:
+        EXPIRY_NOTICE_DELAY.observe(max(delay, 0.0))
+
+
+def count_expiry_warnings(tenant: str, n: int) -> None:
+    EXPIRY_WARNINGS.labels(tenant).inc(n)
+
+
+def count_request_limited(tenant: str, limit: str) -> None:
+    """limit: max_requests | max_requests_per_minute."""
+    child(REQUESTS_LIMITED, tenant, limit).inc()
+
+
+def count_idempotent_replay(tenant: str) -> None:
+    IDEMPOTENT_REPLAYS.labels(tenant).inc()
 
 
 def count_binding_mismatch(tenant: str, operation: str) -> None:

@@ -7,10 +7,13 @@ FastAPI here; errors are `app.errors` types that carry their HTTP status.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from app import metrics, quotas, rules
+import asyncpg
+
+from app import idempotency, metrics, quotas, rules
 from app.analytics import RequestAnalytics
 from app.batching import StatementBatcher
 from app.config import MismatchStatus, Settings
@@ -24,7 +27,17 @@ from app.errors import (
     ValidationFailed,
 )
 from app.quotas import QUOTA_HEADROOM, Quotas, TenantQuota
-from app.repository import InsertOutcome, Lookup, NewSession, QuotaLimits, SessionRepository, TouchOutcome
+from app.repository import (
+    IdempotencyClaim,
+    InsertOutcome,
+    Lookup,
+    NewSession,
+    QuotaLimits,
+    Remembered,
+    SessionRepository,
+    TouchOutcome,
+)
+from app.request_limits import RequestLimiter
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
 
 DEFAULT_PAGE_SIZE = 100
@@ -49,14 +62,35 @@ class Touched:
     expires_at: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A session that came into existence, or, `replayed`, the answer an Idempotency-Key remembered."""
+
+    session: dict[str, Any]
+    replayed: bool = False
+
+
+def _transaction_if(connection: asyncpg.Connection, wanted: bool) -> Any:
+    """A transaction around a statement that may have to be rolled back (an IdempotencyRace)."""
+    return connection.transaction() if wanted else contextlib.nullcontext()
+
+
 class SessionService:
     """Operations of the API for one tenant at a time. Stateless apart from its collaborators."""
 
-    def __init__(self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        quotas: Quotas,
+        analytics: RequestAnalytics,
+        limiter: RequestLimiter,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.quotas = quotas
         self.analytics = analytics
+        self.limiter = limiter
         # Concurrent touches, and concurrent creates with minted ids, share statements (batching.py).
         self.touches: StatementBatcher[TouchKey, TouchOutcome] = StatementBatcher(
             self._touch_batch, conflict=lambda key: key[:2]
@@ -79,10 +113,18 @@ class SessionService:
 
     # --- create ----------------------------------------------------------------------------------
 
-    async def create(self, tenant: str, body: SessionCreate, session_id: str | None = None) -> dict[str, Any]:
-        """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken)."""
+    async def create(
+        self,
+        tenant: str,
+        body: SessionCreate,
+        session_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken). With an
+        `idempotency_key`, a retry of the same request answers what the first one did."""
         idle, lifetime = rules.timeouts(self.settings, body)
         rules.check_metadata_size(body.metadata, self.settings.max_metadata_bytes)
+        quota = self.quotas.for_tenant(tenant)
         new = NewSession(
             kind=body.kind,
             principal=body.principal,
@@ -92,21 +134,66 @@ class SessionService:
             metadata=body.metadata,
             idle_timeout_seconds=idle,
             max_lifetime_seconds=lifetime,
+            max_requests=quota.max_requests if body.max_requests is None else body.max_requests,
+            max_requests_per_minute=(
+                quota.max_requests_per_minute
+                if body.max_requests_per_minute is None
+                else body.max_requests_per_minute
+            ),
+            warning_seconds=self.settings.expiry_warning_seconds,
         )
         how = "created" if session_id is None else "registered"
         new_id = session_id if session_id is not None else rules.mint_session_id()
-        quota = self.quotas.for_tenant(tenant)
-        if session_id is None:  # minted: grouped with concurrent creates (batching.py)
+        claim = self._claim(idempotency_key, idempotency.create_fingerprint(how, body, session_id))
+        if session_id is None and claim is None:  # minted: grouped with concurrent creates (batching.py)
             outcome = await self.creates.submit(_MintedCreate(tenant, new_id, new, quota.limits))
             if outcome.session is not None or not outcome.tight_scopes:
-                return self._finish_create(tenant, how, quota, outcome)
+                return Created(self._finish_create(tenant, how, quota, outcome))
+            return await self._create_one(tenant, new_id, new, how, quota, None, outcome)
+        return await idempotency.retrying(lambda: self._create_one(tenant, new_id, new, how, quota, claim))
+
+    def _claim(self, key: str | None, fingerprint: str) -> IdempotencyClaim | None:
+        if key is None:
+            return None
+        return IdempotencyClaim(key, fingerprint, self.settings.idempotency_key_retention_seconds)
+
+    def _replay(self, tenant: str, remembered: Remembered, claim: IdempotencyClaim | None) -> Created:
+        assert claim is not None  # only an idempotent statement remembers anything
+        session = idempotency.replayed(remembered, claim.fingerprint)
+        metrics.count_idempotent_replay(tenant)
+        return Created(session, replayed=True)
+
+    async def _create_one(
+        self,
+        tenant: str,
+        new_id: str,
+        new: NewSession,
+        how: str,
+        quota: TenantQuota,
+        claim: IdempotencyClaim | None,
+        outcome: InsertOutcome | None = None,
+    ) -> Created:
+        """One create on its own statement (`outcome`: what the group statement already answered), with the
+        near-limit protocol of quotas.py when a scope is tight."""
         async with self.db.connection(how) as connection:
             repo = SessionRepository(connection)
-            if session_id is not None:
-                outcome = await repo.insert(
-                    tenant, new_id, new, how=how, limits=quota.limits, headroom=QUOTA_HEADROOM
-                )
-            if outcome.session is None and outcome.retired_reason is None and outcome.tight_scopes:
+            if outcome is None:
+                async with _transaction_if(connection, claim is not None):
+                    outcome = await repo.insert(
+                        tenant,
+                        new_id,
+                        new,
+                        how=how,
+                        limits=quota.limits,
+                        headroom=QUOTA_HEADROOM,
+                        claim=claim,
+                    )
+            if (
+                outcome.session is None
+                and outcome.remembered is None
+                and outcome.retired_reason is None
+                and outcome.tight_scopes
+            ):
                 outcome = await quotas.create_near_limit(
                     repo,
                     tenant,
@@ -116,8 +203,11 @@ class SessionService:
                     quota=quota,
                     tight=outcome.tight_scopes,
                     tombstone_seconds=self.settings.tombstone_retention_seconds,
+                    claim=claim,
                 )
-        return self._finish_create(tenant, how, quota, outcome)
+        if outcome.remembered is not None:
+            return self._replay(tenant, outcome.remembered, claim)
+        return Created(self._finish_create(tenant, how, quota, outcome))
 
     def _finish_create(
         self, tenant: str, how: str, quota: TenantQuota, outcome: InsertOutcome
@@ -175,6 +265,8 @@ class SessionService:
             # It should have written but its row was gone: ended (e.g. purged at its expiry) meanwhile.
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
+        if outcome.limits is not None:  # counted in memory, never a write (app/request_limits.py)
+            self.limiter.admit(tenant, session_id, outcome.limits)
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
 
@@ -273,11 +365,17 @@ class SessionService:
             raise self._not_changed(tenant, "delete", lookup, principal)
         metrics.count_ended(tenant, "deleted", lifetime)
 
-    async def revoke(self, tenant: str, filters: dict[str, str]) -> int:
-        """End every live session matching all filters (reason `revoked`), in bounded batches; idempotent."""
-        if not filters:
+    async def revoke(self, tenant: str, filters: dict[str, str], *, everything: bool = False) -> int:
+        """End every live session matching all filters (reason `revoked`), in bounded batches; idempotent.
+        `everything` (`?all=true`) ends every live session of the tenant, and takes no filters."""
+        if everything and filters:
             raise ValidationFailed.one(
-                "principal", "revocation needs at least one filter: principal, client_id, owner or kind"
+                "all", "all=true clears the whole tenant; it cannot be combined with filters"
+            )
+        if not filters and not everything:
+            raise ValidationFailed.one(
+                "principal",
+                "revocation needs at least one filter: principal, client_id, owner or kind (or all=true)",
             )
         revoked = 0
         while True:
@@ -294,23 +392,36 @@ class SessionService:
             if len(lifetimes) < REVOKE_BATCH:
                 return revoked
 
-    async def rotate(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
-        """Give a live session a new minted id atomically; the old id ends with reason `rotated`."""
+    async def rotate(
+        self, tenant: str, session_id: str, principal: str | None, idempotency_key: str | None = None
+    ) -> Created:
+        """Give a live session a new minted id atomically; the old id ends with reason `rotated`. With an
+        `idempotency_key`, a retry answers with the session the first attempt rotated to."""
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
+        claim = self._claim(idempotency_key, idempotency.rotate_fingerprint(session_id, principal))
+        return await idempotency.retrying(lambda: self._rotate_one(tenant, session_id, principal, claim))
+
+    async def _rotate_one(
+        self, tenant: str, session_id: str, principal: str | None, claim: IdempotencyClaim | None
+    ) -> Created:
         async with self.db.connection("rotate") as connection:
             repo = SessionRepository(connection)
-            rotated = await repo.rotate(
-                tenant,
-                session_id,
-                rules.mint_session_id(),
-                principal=principal,
-                tombstone_seconds=self.settings.tombstone_retention_seconds,
-            )
-            if rotated is None:
+            async with _transaction_if(connection, claim is not None):
+                rotated, remembered = await repo.rotate(
+                    tenant,
+                    session_id,
+                    rules.mint_session_id(),
+                    principal=principal,
+                    tombstone_seconds=self.settings.tombstone_retention_seconds,
+                    claim=claim,
+                )
+            if rotated is None and remembered is None:
                 lookup = await repo.get(tenant, session_id)
+        if remembered is not None:
+            return self._replay(tenant, remembered, claim)
         if rotated is None:
             raise self._not_changed(tenant, "rotate", lookup, principal)
         metrics.count_ended(tenant, "rotated", None)
         metrics.count_created(tenant, "rotated")
-        return rotated
+        return Created(rotated)

@@ -46,7 +46,14 @@ def free_port() -> int:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"api_keys": API_KEYS, "admin_api_keys": ADMIN_KEY, "log_format": "text"}
+    """Test settings. The purge loop is off unless a test turns it on (`purge_enabled=True`): at its
+    default interval of a second it would race the tests that run `purge_once` themselves."""
+    values: dict[str, Any] = {
+        "api_keys": API_KEYS,
+        "admin_api_keys": ADMIN_KEY,
+        "log_format": "text",
+        "purge_enabled": False,
+    }
     values.update(overrides)
     return load_settings(**values)
 
@@ -89,7 +96,9 @@ def ts(value: str) -> datetime:
 
 
 async def age(raw_db: asyncpg.Connection, session_id: str, seconds: float) -> None:
-    """Pretend the session was last seen `seconds` ago (moves every timestamp back together)."""
+    """Pretend the session was last seen `seconds` ago (moves its public timestamps back together), for
+    what reads and touches decide from them. The purge's `check_at` stays: the purge does not see an aged
+    session early, so purge tests let sessions really expire instead."""
     await raw_db.execute(
         """UPDATE sessions SET created_at = created_at - $2 * interval '1 second',
                                last_seen_at = last_seen_at - $2 * interval '1 second',
@@ -174,24 +183,19 @@ async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[s
     return [(row["type"], json.loads(row["data"])) for row in rows]
 
 
-async def expire_all(raw_db: asyncpg.Connection, seconds: int = 700) -> None:
-    """Move every session `seconds` into the past (past expiry and past its purge_after step)."""
-    await raw_db.execute(
-        """UPDATE sessions SET created_at = created_at - $1 * interval '1 second',
-               last_seen_at = last_seen_at - $1 * interval '1 second',
-               expires_at = LEAST(expires_at, now()) - $1 * interval '1 second',
-               purge_after = LEAST(purge_after, now()) - $1 * interval '1 second'""",
-        seconds,
-    )
-
-
 async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
-    """`count` sessions of tenant `bulk`, past expiry and past their purge_after step."""
+    """`count` sessions of tenant `bulk` that expired an hour ago, for batch sizes no test can create over
+    HTTP in reasonable time. Each row is what a create two hours ago (60 s idle timeout, no expiry
+    warnings) would have written and no touch has changed since: `check_at` is its `expires_at`, as
+    `fragments.first_expiry` sets it. So the purge must find them through its real selection (the
+    check_at index), exactly as it finds sessions that expired on their own; no column is set to look due
+    beyond what the expiry itself implies."""
     await raw_db.execute(
         """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
            SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
-                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
+                  now() - interval '2 hours', now() - interval '2 hours' + interval '60 seconds',
+                  now() - interval '2 hours' + interval '60 seconds'
              FROM generate_series(1, $1::int) AS n""",
         count,
     )
