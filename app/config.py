@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         ge=0,
         description="pace a purge run to at most this many deleted rows per second (0: unlimited)",
     )
+    purge_synchronous_commit: bool = Field(
+        False,
+        description="each purge batch waits for its WAL flush; false: it commits asynchronously (a database "
+        "crash can undo the last batches, which the next run redoes; no event is streamed before its flush)",
+    )
     purge_time_budget_seconds: float = Field(
         30.0, gt=0, le=3600, description="a purge run stops after this long"
     )

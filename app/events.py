@@ -10,6 +10,13 @@ delivers positions below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. from tr
 older than every transaction still running. Anything that commits later has a larger xid, hence a larger
 position, so a client that has seen position P can never miss an event below P. The cost: events wait
 until older concurrent writes finish (milliseconds here; our statements are bounded by timeouts).
+
+Durability: some writers commit asynchronously (touches, and the purge, whose events are expiries and
+warnings): their commits are visible before their WAL is flushed, and a database crash can undo them and
+hand their transaction ids out again. So whatever a read saw is delivered only once the WAL is flushed
+past it (`_until_durable`; the WAL writer flushes within a few hundred milliseconds). A client never sees
+an event, or a starting position, that a crash could take back, and every position it has seen stays
+below every transaction id handed out after a crash.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from app.errors import DatabaseUnavailable
 from app.sql import events as sql
 
 POLL_INTERVAL_SECONDS = 0.5
+DURABLE_POLL_SECONDS = 0.02
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
 EVENT_TYPES = ("session.created", "session.updated", "session.expiring", "session.ended", "session.rotated")
@@ -42,6 +50,14 @@ def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> byte
     return ("\n".join(lines) + "\n\n").encode()
 
 
+async def _until_durable(connection: Any, read: Any) -> None:
+    """Return once the WAL is flushed past `read` (a row with `read_lsn` and `flushed`)."""
+    flushed = read["flushed"]
+    while not flushed:
+        await asyncio.sleep(DURABLE_POLL_SECONDS)
+        flushed = await connection.fetchval(*sql.WAL_FLUSHED.bind(lsn=read["read_lsn"]))
+
+
 async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes]:
     """Where a subscription starts, and the first frame to send.
 
@@ -52,6 +68,7 @@ async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, 
     """
     async with db.connection("events") as connection:
         row = await connection.fetchrow(*sql.STREAM_START.bind())
+        await _until_durable(connection, row)
     head, purged_through = int(row["head"]), int(row["purged_through"])
     if last_event_id is None or last_event_id >= purged_through:
         start = head if last_event_id is None else last_event_id
@@ -85,6 +102,8 @@ async def stream(
         try:
             async with db.connection("events") as connection:
                 rows = await connection.fetch(*sql.READ_EVENTS.bind(tenant=tenant, after=cursor, limit=BATCH))
+                if rows:
+                    await _until_durable(connection, rows[0])
         except DatabaseUnavailable:
             # End the stream; the client reconnects with Last-Event-ID and loses nothing.
             yield frame("stream.error", {"detail": "the session store is unavailable; reconnect to resume"})

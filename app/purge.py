@@ -52,9 +52,7 @@ class PurgeResult:
     batch_seconds: list[float] = field(default_factory=list)
     # Server-side [lock taken, work done] of each batch, for checks that batches never overlap.
     batch_windows: list[tuple[datetime, datetime]] = field(default_factory=list)
-    ended: list[tuple[str, str, list[float]]] = field(default_factory=list)  # (tenant, reason, lifetimes)
-    warned_by_tenant: dict[str, int] = field(default_factory=dict)
-    notice_delays: list[float] = field(default_factory=list)  # seconds from each expiry to its record
+    max_notice_delay: float = 0.0  # the longest time from an expiry to its record, in seconds
 
     @property
     def processed(self) -> int:
@@ -69,6 +67,7 @@ class PurgeResult:
             "batches": self.batches,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "max_notice_delay_seconds": round(self.max_notice_delay, 3),
         }
 
 
@@ -78,16 +77,20 @@ async def _batch(
     table: str,
     statement: Statement,
     args: dict[str, Any],
+    async_commit: bool,
+    publish: bool,
 ) -> int | None:
     """One batch in its own transaction; None when another replica holds the purge lock."""
     started = time.perf_counter()
     async with connection.transaction():
-        lock = await connection.fetchrow(*sql.TRY_PURGE_LOCK.bind(key=PURGE_LOCK_KEY))
+        lock = await connection.fetchrow(
+            *sql.TRY_PURGE_LOCK.bind(key=PURGE_LOCK_KEY, async_commit=async_commit)
+        )
         if not lock["locked"]:
             return None
         rows = await connection.fetch(*statement.bind(**args))
     if table == "sessions":
-        count = _take_sessions(result, rows)
+        count = _take_sessions(result, rows, publish)
         finished = max((row["at"] for row in rows), default=lock["at"])
     else:
         count = int(rows[0]["n"])
@@ -99,20 +102,25 @@ async def _batch(
     return count
 
 
-def _take_sessions(result: PurgeResult, rows: list[asyncpg.Record]) -> int:
-    """Add one sessions batch (rows per tenant and outcome) to the result; the rows it processed."""
+def _take_sessions(result: PurgeResult, rows: list[asyncpg.Record], publish: bool) -> int:
+    """Add one sessions batch (rows per tenant and outcome) to the result, and with `publish` to the
+    metrics at once (batch by batch: a long run never holds them all back, nor the event loop for long);
+    the rows it processed."""
     count = 0
     for row in rows:
         count += row["n"]
         if row["outcome"] == "warned":
             result.warned += row["n"]
-            result.warned_by_tenant[row["tenant"]] = result.warned_by_tenant.get(row["tenant"], 0) + row["n"]
+            if publish:
+                metrics.count_expiry_warnings(row["tenant"], row["n"])
         elif row["outcome"] == "armed":
             result.rearmed += row["n"]
         else:  # an expiry reason
             result.deleted["sessions"] += row["n"]
-            result.ended.append((row["tenant"], row["outcome"], row["lifetimes"]))
-            result.notice_delays += row["delays"]
+            result.max_notice_delay = max(result.max_notice_delay, *row["delays"])
+            if publish:
+                metrics.count_ended_many(row["tenant"], row["outcome"], row["lifetimes"])
+                metrics.observe_expiry_notice_delays(row["delays"])
     return count
 
 
@@ -129,8 +137,12 @@ async def _pace(result: PurgeResult, started: float, deadline: float, max_rows_p
         await asyncio.sleep(lead)
 
 
-async def purge_once(db: Database, settings: Settings, *, batch_size: int | None = None) -> PurgeResult:
-    """One purge run within the time budget: sessions, then tombstones, idempotency keys, events."""
+async def purge_once(
+    db: Database, settings: Settings, *, batch_size: int | None = None, publish: bool = True
+) -> PurgeResult:
+    """One purge run within the time budget: sessions, then tombstones, idempotency keys, events. With
+    `publish`, the sessions it ended or warned are counted in this process's metrics as it goes (`record`
+    adds the run itself)."""
     size = batch_size or settings.purge_batch_size
     result = PurgeResult()
     started = time.perf_counter()
@@ -152,7 +164,9 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
     async with db.connection("purge") as connection:
         for table, statement, args in work:
             while time.perf_counter() < deadline:
-                count = await _batch(connection, result, table, statement, args)
+                count = await _batch(
+                    connection, result, table, statement, args, not settings.purge_synchronous_commit, publish
+                )
                 if count is None:
                     result.skipped = True
                     break
@@ -166,12 +180,7 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
 
 
 def record(result: PurgeResult) -> None:
-    """Publish a run's outcome as metrics."""
-    for tenant, reason, lifetimes in result.ended:
-        metrics.count_ended_many(tenant, reason, lifetimes)
-    for tenant, n in result.warned_by_tenant.items():
-        metrics.count_expiry_warnings(tenant, n)
-    metrics.observe_expiry_notice_delays(result.notice_delays)
+    """Publish a run as metrics (what it ended was published batch by batch)."""
     outcome = "skipped" if result.skipped and result.batches == 0 else "ok"
     metrics.record_purge_run(outcome, result.deleted, result.batch_seconds)
 

@@ -253,6 +253,9 @@ class PurgeRun(BaseModel):
     batches: int
     skipped: bool = Field(description="another replica held the purge lock; nothing was done")
     seconds: float
+    max_notice_delay_seconds: float = Field(
+        description="the longest time from an expiry this run recorded to the moment it recorded it"
+    )
 
 
 class StreamEvent(BaseModel):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from app.sql.fragments import (
     ENDED_COLUMNS,
     EXPIRY_REASON,
+    asynchronous_commit,
     ended_events,
     ending_effects,
     events_cte,
@@ -24,9 +25,13 @@ from app.sql.fragments import (
 from app.sql.statement import Statement
 
 # Taken first in each batch's own transaction: one purger at a time across the fleet, and a lock that
-# cannot leak (it ends with the transaction, also behind PgBouncer).
+# cannot leak (it ends with the transaction, also behind PgBouncer). With `:async_commit` the batch commits
+# without waiting for its WAL flush (docs/design.md, "Purge"): a crash can undo the last batches, which
+# leaves those rows due for the next run; the event stream delivers nothing before it is flushed.
 TRY_PURGE_LOCK = Statement(
-    "try_purge_lock", "SELECT pg_try_advisory_xact_lock(:key::bigint) AS locked, clock_timestamp() AS at"
+    "try_purge_lock",
+    f"""SELECT pg_try_advisory_xact_lock(:key::bigint) AS locked, clock_timestamp() AS at,
+       {asynchronous_commit(":async_commit")} AS commit_mode""",
 )
 
 _WARN_AT = "s.expires_at - :warning_seconds::int * interval '1 second'"

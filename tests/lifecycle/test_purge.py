@@ -11,10 +11,9 @@ import itertools
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import httpx
-
-from datetime import UTC, datetime
 
 from app.db import Database
 from app.purge import PURGE_LOCK_KEY, purge_once
