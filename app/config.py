@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     )
     idempotency_key_retention_seconds: int = Field(
         86400,
-        ge=60,
+        ge=1,
         le=7 * 86400,
         description="how long an `Idempotency-Key` on a create or rotation is remembered",
     )

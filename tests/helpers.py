@@ -7,6 +7,7 @@ imports from another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -199,3 +200,64 @@ async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
              FROM generate_series(1, $1::int) AS n""",
         count,
     )
+
+
+class EventStream:
+    """A client of one server's `GET /v1/events` (from now on) that notes when each frame of `types`
+    arrives: `arrivals[session_id]` is a list of (arrival time, event type, payload)."""
+
+    def __init__(self, server: LiveServer, api_key: str, types: set[str]) -> None:
+        self.server = server
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.types = types
+        self.arrivals: dict[str, list[tuple[float, str, dict]]] = {}
+        self.opened = asyncio.Event()
+        self.arrived = asyncio.Event()  # set on every frame of `types`
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EventStream:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.opened.wait(), 10)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _read(self) -> None:
+        async with (
+            httpx.AsyncClient(timeout=None) as client,
+            client.stream("GET", self.server.base_url + "/v1/events", headers=self.headers) as response,
+        ):
+            assert response.status_code == 200
+            frame: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line == "":
+                    if frame.get("event") == "stream.open":
+                        self.opened.set()
+                    elif frame.get("event") in self.types:
+                        payload = json.loads(frame["data"])
+                        entry = (time.time(), frame["event"], payload)
+                        self.arrivals.setdefault(payload["session_id"], []).append(entry)
+                        self.arrived.set()
+                    frame = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    frame[name] = value
+
+    def of(self, session_id: str, event_type: str) -> list[tuple[float, dict]]:
+        """(arrival time, payload) of the frames of one type for one session."""
+        return [
+            (at, payload) for at, kind, payload in self.arrivals.get(session_id, []) if kind == event_type
+        ]
+
+    async def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `done()` holds (checked as frames arrive) or `timeout` passes; whether it held."""
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
+        return done()

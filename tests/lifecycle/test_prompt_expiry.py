@@ -6,11 +6,8 @@ the event stream. Nothing here moves a timestamp or any internal column.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -19,7 +16,7 @@ import httpx
 import pytest
 
 from app.db import asyncpg_dsn
-from tests.helpers import ADMIN_KEY, LiveServer, metric_value, start_server, stop_server, ts
+from tests.helpers import ADMIN_KEY, EventStream, LiveServer, metric_value, start_server, stop_server, ts
 
 TENANT = "expiry"
 KEY = "expiry-key-0123456789abcdef"
@@ -43,55 +40,6 @@ def replicas(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     for server in servers:
         if server.process.poll() is None:
             stop_server(server)
-
-
-class EndedEvents:
-    """A stream client of one replica that notes when each `session.ended` frame arrives."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self.server = server
-        self.arrivals: dict[str, list[tuple[float, dict]]] = {}
-        self.opened = asyncio.Event()
-        self.arrived = asyncio.Event()  # set on every session.ended frame
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> EndedEvents:
-        self._task = asyncio.create_task(self._read())
-        await asyncio.wait_for(self.opened.wait(), 10)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _read(self) -> None:
-        async with (
-            httpx.AsyncClient(timeout=None) as client,
-            client.stream("GET", self.server.base_url + "/v1/events", headers=HEADERS) as response,
-        ):
-            assert response.status_code == 200
-            frame: dict[str, str] = {}
-            async for line in response.aiter_lines():
-                if line == "":
-                    if frame.get("event") == "stream.open":
-                        self.opened.set()
-                    elif frame.get("event") == "session.ended":
-                        payload = json.loads(frame["data"])
-                        self.arrivals.setdefault(payload["session_id"], []).append((time.time(), payload))
-                        self.arrived.set()
-                    frame = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    frame[name] = value
-
-    async def wait_for(self, ids: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ids <= self.arrivals.keys() and time.monotonic() < deadline:
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
 
 
 async def create_wave(servers: list[LiveServer], count: int) -> dict[str, datetime]:
@@ -123,13 +71,13 @@ async def ended_total(servers: list[LiveServer]) -> float:
     return sum(metric_value(text, ENDED) for text in texts)
 
 
-async def check_wave(events: EndedEvents, expiries: dict[str, datetime], database_url: str) -> None:
+async def check_wave(events: EventStream, expiries: dict[str, datetime], database_url: str) -> None:
     """Exactly one `session.ended` per session, with the real expiry as `ended_at`, within the bound of
     it at the client; and recorded in the database (tombstone, row gone) within 2 x the interval."""
-    await events.wait_for(set(expiries), timeout=BOUND + 10)
+    await events.wait_for(lambda: set(expiries) <= events.arrivals.keys(), timeout=BOUND + 10)
     late = []
     for session_id, expires_at in expiries.items():
-        arrivals = events.arrivals.get(session_id, [])
+        arrivals = events.of(session_id, "session.ended")
         assert len(arrivals) == 1, (session_id, arrivals)
         arrived, payload = arrivals[0]
         assert payload["data"]["reason"] == "expired_idle"
@@ -162,7 +110,7 @@ async def test_every_expiry_is_seen_once_and_promptly_by_a_fleet_and_after_a_rep
 ) -> None:
     a, b = replicas
     before = await ended_total(replicas)
-    async with EndedEvents(b) as events:
+    async with EventStream(b, KEY, types={"session.ended"}) as events:
         first = await create_wave(replicas, 3000)
         await check_wave(events, first, database_url)
     # Counted once across the fleet: whichever replica purged a batch counted its sessions.
@@ -171,7 +119,7 @@ async def test_every_expiry_is_seen_once_and_promptly_by_a_fleet_and_after_a_rep
     os.kill(a.process.pid, signal.SIGKILL)  # dies mid-whatever: its batch transaction and lock go with it
     a.process.wait(timeout=10)
     before = await ended_total([b])
-    async with EndedEvents(b) as events:
+    async with EventStream(b, KEY, types={"session.ended"}) as events:
         second = await create_wave([b], 500)
         await check_wave(events, second, database_url)
     assert await ended_total([b]) - before == 500
