@@ -13,15 +13,18 @@ caller acts for (a retry on behalf of someone else must not learn the new id).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 
+from app import metrics
 from app.errors import IdempotencyConflict, IdempotencyKeyReused
-from app.repository import SESSION_FIELDS, IdempotencyRace, Remembered
+from app.records import SESSION_FIELDS, IdempotencyClaim, IdempotencyRace, Remembered
 from app.schemas import SessionCreate
 
 Result = TypeVar("Result")
@@ -45,11 +48,23 @@ def rotate_fingerprint(session_id: str, principal: str | None) -> str:
     return _digest(b"rotate", session_id.encode(), (principal or "").encode())
 
 
-def replayed(remembered: Remembered, fingerprint: str) -> dict[str, Any]:
+def claim(key: str | None, fingerprint: str, retention_seconds: int) -> IdempotencyClaim | None:
+    """What an insert or rotation checks and records for the request's key (None: no key)."""
+    return None if key is None else IdempotencyClaim(key, fingerprint, retention_seconds)
+
+
+def transaction_if(connection: asyncpg.Connection, claim: IdempotencyClaim | None) -> Any:
+    """With a key, a transaction around the statement: it is rolled back when the race is lost."""
+    return connection.transaction() if claim is not None else contextlib.nullcontext()
+
+
+def replayed(tenant: str, remembered: Remembered, claim: IdempotencyClaim | None) -> dict[str, Any]:
     """The session the key's first request answered with, exactly as it was answered; 422 when this
     request is not the one the key was first used for."""
-    if remembered.fingerprint != fingerprint:
+    assert claim is not None  # only an idempotent statement remembers anything
+    if remembered.fingerprint != claim.fingerprint:
         raise IdempotencyKeyReused()
+    metrics.count_idempotent_replay(tenant)
     stored = remembered.response  # the session row as JSON, written by the statement that created it
     session = {name: stored[name] for name in SESSION_FIELDS}
     for name in _TIMESTAMPS:

@@ -3,9 +3,9 @@ feeds the `http_*` collectors is `app/http/middleware/metrics.py`.
 
 Label cardinality is bounded by construction: HTTP metrics use the route *template* (never the raw
 path) and a fixed set of methods; `tenant` values come from configured API keys; `method` on the
-gateway analytics metrics goes through `normalise_mcp_method`; every other label takes one of the
-documented values. Names are the contract used by the Grafana dashboard and the alert rules in
-`helm/session-broker/files/`; rename nothing without updating both.
+gateway analytics metrics goes through `normalise_mcp_method` (app/mcp_methods.py); every other label
+takes one of the documented values. Names are the contract used by the Grafana dashboard and the alert
+rules in `helm/session-broker/files/`; rename nothing without updating both.
 
 Multi-process: when `PROMETHEUS_MULTIPROC_DIR` is set before this module is first imported (uvicorn
 with several workers), prometheus-client keeps values in mmap files there and `render_metrics()`
@@ -36,6 +36,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+# Re-exported: the analytics and the tests read the vocabulary here.
+from app.mcp_methods import MCP_METHODS as MCP_METHODS
+from app.mcp_methods import OTHER_METHOD as OTHER_METHOD
+from app.mcp_methods import normalise_mcp_method as normalise_mcp_method
 from app.rules import END_REASONS
 
 # `*_created` series double the series count and nothing here reads them.
@@ -55,40 +59,6 @@ PURGE_RESULTS = ("ok", "error", "skipped")
 PURGE_TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
 REQUEST_LIMITS = ("max_requests", "max_requests_per_minute")
 
-MCP_METHODS = frozenset(
-    {
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/read",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "sampling/createMessage",
-        "elicitation/create",
-        "roots/list",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/message",
-        "notifications/roots/list_changed",
-        "notifications/resources/updated",
-        "notifications/resources/list_changed",
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "tasks/get",
-        "tasks/list",
-        "tasks/cancel",
-        "tasks/result",
-    }
-)
-OTHER_METHOD = "other"
 
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DB_BUCKETS = (
@@ -192,7 +162,7 @@ PURGE_RUNS = Counter(
 )
 PURGE_DELETED = Counter(
     "session_broker_purge_deleted_total",
-    "Rows deleted by the purge. table: sessions, tombstones, events.",
+    "Rows deleted by the purge. table: sessions, tombstones, idempotency_keys, events.",
     ["table"],
 )
 PURGE_BATCH_DURATION = Histogram(
@@ -308,13 +278,6 @@ def register_tenants(tenants: Iterable[str]) -> None:
 
 
 # --- helpers called from the application ------------------------------------------------------------
-
-
-def normalise_mcp_method(name: object) -> str:
-    """Map a reported MCP method name onto the bounded label set; anything else is 'other'."""
-    if isinstance(name, str) and name in MCP_METHODS:
-        return name
-    return OTHER_METHOD
 
 
 def observe_db_query(operation: str, seconds: float) -> None:

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app import metrics
 from app.config import ConfigurationError, QuotaPolicy, Settings
 from app.errors import QuotaExceeded
-from app.repository import IdempotencyClaim, InsertOutcome, NewSession, QuotaLimits, SessionRepository
+from app.records import IdempotencyClaim, InsertOutcome, NewSession, QuotaLimits
+from app.repository import SessionRepository
 
 QUOTA_HEADROOM = 64
 # Seconds a rejected client should wait: a slot frees when some session ends, which nobody can predict.

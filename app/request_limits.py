@@ -32,7 +32,7 @@ from datetime import datetime
 from app import metrics
 from app.db import Database
 from app.errors import SessionRateLimited, SessionRequestLimit
-from app.repository import RequestCounts
+from app.records import RequestCounts
 from app.sql import limits as sql
 
 log = logging.getLogger(__name__)

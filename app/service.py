@@ -7,11 +7,8 @@ FastAPI here; errors are `app.errors` types that carry their HTTP status.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
 
 from app import idempotency, metrics, quotas, rules
 from app.analytics import RequestAnalytics
@@ -27,16 +24,15 @@ from app.errors import (
     ValidationFailed,
 )
 from app.quotas import QUOTA_HEADROOM, Quotas, TenantQuota
-from app.repository import (
+from app.records import (
     IdempotencyClaim,
     InsertOutcome,
     Lookup,
     NewSession,
     QuotaLimits,
-    Remembered,
-    SessionRepository,
     TouchOutcome,
 )
+from app.repository import SessionRepository
 from app.request_limits import RequestLimiter
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
 
@@ -68,11 +64,6 @@ class Created:
 
     session: dict[str, Any]
     replayed: bool = False
-
-
-def _transaction_if(connection: asyncpg.Connection, wanted: bool) -> Any:
-    """A transaction around a statement that may have to be rolled back (an IdempotencyRace)."""
-    return connection.transaction() if wanted else contextlib.nullcontext()
 
 
 class SessionService:
@@ -153,15 +144,7 @@ class SessionService:
         return await idempotency.retrying(lambda: self._create_one(tenant, new_id, new, how, quota, claim))
 
     def _claim(self, key: str | None, fingerprint: str) -> IdempotencyClaim | None:
-        if key is None:
-            return None
-        return IdempotencyClaim(key, fingerprint, self.settings.idempotency_key_retention_seconds)
-
-    def _replay(self, tenant: str, remembered: Remembered, claim: IdempotencyClaim | None) -> Created:
-        assert claim is not None  # only an idempotent statement remembers anything
-        session = idempotency.replayed(remembered, claim.fingerprint)
-        metrics.count_idempotent_replay(tenant)
-        return Created(session, replayed=True)
+        return idempotency.claim(key, fingerprint, self.settings.idempotency_key_retention_seconds)
 
     async def _create_one(
         self,
@@ -178,7 +161,7 @@ class SessionService:
         async with self.db.connection(how) as connection:
             repo = SessionRepository(connection)
             if outcome is None:
-                async with _transaction_if(connection, claim is not None):
+                async with idempotency.transaction_if(connection, claim):
                     outcome = await repo.insert(
                         tenant,
                         new_id,
@@ -206,7 +189,7 @@ class SessionService:
                     claim=claim,
                 )
         if outcome.remembered is not None:
-            return self._replay(tenant, outcome.remembered, claim)
+            return Created(idempotency.replayed(tenant, outcome.remembered, claim), replayed=True)
         return Created(self._finish_create(tenant, how, quota, outcome))
 
     def _finish_create(
@@ -407,7 +390,7 @@ class SessionService:
     ) -> Created:
         async with self.db.connection("rotate") as connection:
             repo = SessionRepository(connection)
-            async with _transaction_if(connection, claim is not None):
+            async with idempotency.transaction_if(connection, claim):
                 rotated, remembered = await repo.rotate(
                     tenant,
                     session_id,
@@ -419,7 +402,7 @@ class SessionService:
             if rotated is None and remembered is None:
                 lookup = await repo.get(tenant, session_id)
         if remembered is not None:
-            return self._replay(tenant, remembered, claim)
+            return Created(idempotency.replayed(tenant, remembered, claim), replayed=True)
         if rotated is None:
             raise self._not_changed(tenant, "rotate", lookup, principal)
         metrics.count_ended(tenant, "rotated", None)

@@ -7,7 +7,7 @@ import pytest
 
 from app.db import Database
 from app.errors import SessionRateLimited, SessionRequestLimit
-from app.repository import RequestCounts
+from app.records import RequestCounts
 from app.request_limits import RequestLimiter
 from tests.helpers import create, make_settings
 
