@@ -497,8 +497,7 @@ async def load_sessions(
             created = now
             expires = now + timedelta(seconds=min(idle, lifetime))
         records = (
-            (tenant, i, "session", "{}", 1, idle, lifetime, created, created, expires, expires)
-            for i in ids
+            (tenant, i, "session", "{}", 1, idle, lifetime, created, created, expires, expires) for i in ids
         )
         await conn.copy_records_to_table("sessions", records=records, columns=SESSION_COLUMNS)
     finally:

@@ -50,8 +50,6 @@ async def create(request: Request) -> Response:
     raw = await request.body()
     metadata = orjson.loads(raw).get("metadata", {}) if raw else {}
     session_id = secrets.token_urlsafe(32)
-    row = await pool.fetchrow(
-        INSERT, TENANT, session_id, orjson.dumps(metadata).decode(), IDLE, LIFETIME
-    )
+    row = await pool.fetchrow(INSERT, TENANT, session_id, orjson.dumps(metadata).decode(), IDLE, LIFETIME)
     body = orjson.dumps({"id": session_id, "created_at": row["created_at"], "expires_at": row["expires_at"]})
     return Response(content=body, status_code=201, media_type="application/json")
