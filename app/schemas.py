@@ -48,10 +48,12 @@ def _request_count(value: Any) -> Any:
     return int(value)
 
 
+# The bounds before the validator, so the schema states them as `minimum`/`maximum` (after it, pydantic
+# copies them into the schema under their Python names).
 RequestLimit = Annotated[
     int,
-    BeforeValidator(_request_count),
     Field(ge=0, le=2**31 - 1, description="0: unlimited; omitted on create: the tenant's default"),
+    BeforeValidator(_request_count),
 ]
 
 METADATA_DESCRIPTION = "JSON object (client info, capabilities, upstream ids...); size-limited"
