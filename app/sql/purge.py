@@ -52,18 +52,19 @@ PURGE_SESSIONS = Statement(
     "purge_sessions",
     f"""
 WITH due AS (
-    SELECT ctid FROM sessions WHERE check_at <= now()
+    -- Split here, so each TID scan below visits only its own rows.
+    SELECT ctid, expires_at <= now() AS expired FROM sessions WHERE check_at <= now()
      ORDER BY check_at LIMIT :batch::int FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM sessions AS s
-     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND s.expires_at <= now()
+     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM due WHERE expired)) AND s.expires_at <= now()
     RETURNING {", ".join("s." + column for column in ENDED_COLUMNS.split(", "))},
               {EXPIRY_REASON} AS reason, s.expires_at AS ended_at
 ), armed AS (
     UPDATE sessions AS s
        SET check_at = {next_check("s.expires_at", ":warning_seconds")},
            warned_at = CASE WHEN {_WARN_NOW} THEN now() ELSE s.warned_at END
-     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM due)) AND s.expires_at > now()
+     WHERE s.ctid = ANY(ARRAY(SELECT ctid FROM due WHERE NOT expired)) AND s.expires_at > now()
     RETURNING {", ".join("s." + column for column in ENDED_COLUMNS.split(", "))}, s.expires_at,
               s.warned_at IS NOT DISTINCT FROM now() AS warned
 ), warned AS (
