@@ -55,9 +55,11 @@ def next_check(expires_at: str, warning: str) -> str:
 
 
 def first_expiry(idle: str, lifetime: str, warning: str) -> str:
-    """`expires_at` and `check_at` of a session created now with these timeouts (SQL expressions)."""
+    """`expires_at` and `check_at` of a session created now with these timeouts (SQL expressions). The
+    first check is the warning time even when that has passed already (a session shorter than the
+    warning window is inside it from birth, and is warned by the next purge run)."""
     expires_at = f"now() + LEAST({idle}, {lifetime}) * interval '1 second'"
-    return f"{expires_at}, {next_check(expires_at, warning)}"
+    return f"{expires_at}, {expires_at} - {warning}::int * interval '1 second'"
 
 
 # Per-session request limits (docs/design.md, "Request limits"): what a touch returns about row `s` so the

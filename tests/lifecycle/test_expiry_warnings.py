@@ -57,6 +57,8 @@ async def test_one_warning_before_expiry_a_second_after_a_touch_and_none_for_an_
         touched = (await api.post("/v1/sessions", json={"idle_timeout_seconds": 6})).json()
         deleted = (await api.post("/v1/sessions", json={"idle_timeout_seconds": 6})).json()
         assert (await api.delete(path(deleted["id"]))).status_code == 204
+        short = (await api.post("/v1/sessions", json={"idle_timeout_seconds": 2})).json()
+        born = time.time()
 
         # The first warning of the one that will be touched, then the touch (out of the window again).
         assert await events.wait_for(lambda: events.of(touched["id"], "session.expiring"), timeout=8)
@@ -81,6 +83,10 @@ async def test_one_warning_before_expiry_a_second_after_a_touch_and_none_for_an_
         assert (await api.get(path(touched["id"]))).status_code == 200
         await asyncio.sleep(LATE)
     assert len(events.of(left["id"], "session.expiring")) == 1  # one per approach, never repeated
+    # Shorter than the window: inside it from birth, warned by the next purge run, then it expires.
+    ((arrived, payload),) = events.of(short["id"], "session.expiring")
+    assert arrived - born <= LATE and ts(payload["data"]["expires_at"]) == ts(short["expires_at"])
+    assert [p["data"]["reason"] for _, p in events.of(short["id"], "session.ended")] == ["expired_idle"]
     assert events.of(deleted["id"], "session.expiring") == []  # ended first: no warning
     assert [payload["data"]["reason"] for _, payload in events.of(deleted["id"], "session.ended")] == [
         "deleted"
