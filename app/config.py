@@ -180,7 +180,10 @@ class Settings(BaseSettings):
     )
     purge_enabled: bool = Field(True, description="run the purge loop in this process")
     purge_interval_seconds: float = Field(
-        30.0, gt=0, le=86400, description="mean pause between purge runs (jittered)"
+        1.0,
+        gt=0,
+        le=86400,
+        description="mean pause between purge runs (jittered ±50 %); an expiry is recorded within twice this",
     )
     purge_batch_size: int = Field(5000, ge=1, le=100000, description="rows per purge transaction")
     purge_max_rows_per_second: float = Field(
@@ -188,8 +191,25 @@ class Settings(BaseSettings):
         ge=0,
         description="pace a purge run to at most this many deleted rows per second (0: unlimited)",
     )
+    purge_synchronous_commit: bool = Field(
+        False,
+        description="each purge batch waits for its WAL flush; false: it commits asynchronously (a database "
+        "crash can undo the last batches, which the next run redoes; no event is streamed before its flush)",
+    )
     purge_time_budget_seconds: float = Field(
         30.0, gt=0, le=3600, description="a purge run stops after this long"
+    )
+    expiry_warning_seconds: int = Field(
+        0,
+        ge=0,
+        le=7 * 86400,
+        description="a live session this close to its expiry gets one `session.expiring` event; 0: off",
+    )
+    idempotency_key_retention_seconds: int = Field(
+        86400,
+        ge=1,
+        le=7 * 86400,
+        description="how long an `Idempotency-Key` on a create or rotation is remembered",
     )
     stats_refresh_seconds: float = Field(
         15.0, gt=0, le=3600, description="how often one replica recounts live sessions for the fleet gauges"
@@ -200,10 +220,28 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(1_000_000, ge=1, description="live sessions per tenant")
     max_sessions_per_principal: int = Field(10_000, ge=1, description="live sessions per principal")
     max_sessions_per_client: int = Field(100_000, ge=1, description="live sessions per client_id")
+    default_max_requests_per_session: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="touches a session may have in its life, when its create omits it; 0: unlimited",
+    )
+    default_max_requests_per_minute: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="touches per minute a session may have, when its create omits it; 0: unlimited",
+    )
+    request_limit_sync_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="how often each replica syncs the touches it counted for request limits",
+    )
     tenant_quotas: str | None = Field(
         None,
         description='JSON per-tenant overrides, e.g. `{"acme": {"max_sessions_per_principal": 50, '
-        '"quota_policy": "evict_oldest_idle"}}`',
+        '"quota_policy": "evict_oldest_idle", "default_max_requests_per_minute": 600}}`',
     )
 
     metrics_top_kinds: int = Field(

@@ -114,6 +114,20 @@ class SessionIdRetired(Problem):
         )
 
 
+class IdempotencyConflict(Problem):
+    status, slug, title = (
+        409,
+        "idempotency-key-conflict",
+        "A request with this Idempotency-Key is in progress",
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Concurrent requests with this Idempotency-Key kept colliding; retry with the same key.",
+            headers={"Retry-After": "1"},
+        )
+
+
 class PreconditionFailed(Problem):
     status, slug, title = 412, "precondition-failed", "The session has changed (If-Match failed)"
 
@@ -158,8 +172,42 @@ class ValidationFailed(Problem):
         return cls([{"field": field, "message": message}])
 
 
+class IdempotencyKeyReused(Problem):
+    status, slug, title = 422, "idempotency-key-reused", "The Idempotency-Key was used for another request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was sent before with a different request; use a new key for a new request.",
+            field="Idempotency-Key",
+        )
+
+
 class QuotaExceeded(Problem):
     status, slug, title = 429, "quota-exceeded", "A session quota is full"
+
+
+class SessionRequestLimit(Problem):
+    status, slug, title = 429, "session-request-limit", "The session has used up its requests"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This session may be touched {limit} times in its life (max_requests); it stays readable "
+            "until it expires. Create a new session to continue.",
+            limit=limit,
+        )
+
+
+class SessionRateLimited(Problem):
+    status, slug, title = 429, "session-rate-limited", "The session is over its per-minute request limit"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"This session may be touched {limit} times per minute (max_requests_per_minute); retry in "
+            f"{retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+            limit=limit,
+            retry_after=retry_after,
+        )
 
 
 class InternalError(Problem):
@@ -185,6 +233,7 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     NotAcceptable,
     SessionExists,
     SessionIdRetired,
+    IdempotencyConflict,
     PreconditionFailed,
     RequestTimeout,
     PayloadTooLarge,
@@ -192,7 +241,10 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     UnsupportedMediaType,
     HeadersTooLarge,
     ValidationFailed,
+    IdempotencyKeyReused,
     QuotaExceeded,
+    SessionRequestLimit,
+    SessionRateLimited,
     InternalError,
     DatabaseUnavailable,
 )

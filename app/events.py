@@ -10,6 +10,13 @@ delivers positions below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. from tr
 older than every transaction still running. Anything that commits later has a larger xid, hence a larger
 position, so a client that has seen position P can never miss an event below P. The cost: events wait
 until older concurrent writes finish (milliseconds here; our statements are bounded by timeouts).
+
+Durability: some writers commit asynchronously (touches, and the purge, whose events are expiries and
+warnings): their commits are visible before their WAL is flushed, and a database crash can undo them and
+hand their transaction ids out again. So whatever a read saw is delivered only once the WAL is flushed
+past it (`_until_durable`; the WAL writer flushes within a few hundred milliseconds). A client never sees
+an event, or a starting position, that a crash could take back, and every position it has seen stays
+below every transaction id handed out after a crash.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from app.errors import DatabaseUnavailable
 from app.sql import events as sql
 
 POLL_INTERVAL_SECONDS = 0.5
+DURABLE_POLL_SECONDS = 0.02
 KEEPALIVE_SECONDS = 15.0
 HORIZON_CHECK_SECONDS = 15.0
 BATCH = 500
-EVENT_TYPES = ("session.created", "session.updated", "session.ended", "session.rotated")
+EVENT_TYPES = ("session.created", "session.updated", "session.expiring", "session.ended", "session.rotated")
 
 
 def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -41,6 +49,14 @@ def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> byte
     lines.append(f"event: {event}")
     lines.append("data: " + orjson.dumps(data, option=orjson.OPT_UTC_Z).decode())
     return ("\n".join(lines) + "\n\n").encode()
+
+
+async def _until_durable(connection: Any, read: Any) -> None:
+    """Return once the WAL is flushed past `read` (a row with `read_lsn` and `flushed`)."""
+    flushed = read["flushed"]
+    while not flushed:
+        await asyncio.sleep(DURABLE_POLL_SECONDS)
+        flushed = await connection.fetchval(*sql.WAL_FLUSHED.bind(lsn=read["read_lsn"]))
 
 
 async def _bounds(db: Database) -> tuple[int, int]:
@@ -78,7 +94,10 @@ async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, 
     `stream.open`. Each carries the starting position as its SSE `id`, so a client that disconnects
     before any event arrives still resumes from exactly where it started.
     """
-    head, purged_through = await _bounds(db)
+    async with db.connection("events") as connection:
+        row = await connection.fetchrow(*sql.STREAM_START.bind())
+        await _until_durable(connection, row)
+    head, purged_through = int(row["head"]), int(row["purged_through"])
     if last_event_id is None:
         return head, frame("stream.open", {"detail": "streaming events after this id"}, event_id=head)
     if last_event_id < purged_through:
@@ -123,6 +142,8 @@ async def stream(
                 records = await connection.fetch(
                     *sql.READ_EVENTS.bind(tenant=tenant, after=cursor, limit=BATCH)
                 )
+                if records[0]["position"] is not None:
+                    await _until_durable(connection, records[0])
         except DatabaseUnavailable:
             # End the stream; the client reconnects with Last-Event-ID and loses nothing.
             yield frame("stream.error", {"detail": "the session store is unavailable; reconnect to resume"})

@@ -1,10 +1,14 @@
-"""Fleet-wide gauges: live sessions by tenant and kind, and the purge backlog.
+"""Fleet-wide gauges: live sessions by tenant and kind, the purge backlog, and the stats snapshots behind
+window analytics.
 
 Counting live sessions is a scan, so it must not happen per scrape on every replica (docs/design.md,
 "Fleet figures"). One replica at a time (whoever claims the interval under a transaction-scoped advisory
 lock) recounts, in short block-range chunks, and stores the result in `fleet_gauges`; every process then
 exports that same stored result. So any replica's /metrics shows the whole fleet, dashboards take `max`
 across replicas, and a change of leader causes neither gaps nor double counting.
+
+With each recount the leader also stores a snapshot per tenant (its live count and its totals) for window
+analytics (`app/stats.py`): a window's figures are the totals now minus the snapshot at its start.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ CHUNK_BLOCKS = 1024
 # The largest block number a tid can hold: the last chunk's bound, so rows appended while counting are
 # still seen.
 _PAST_ANY_BLOCK = 2**32 - 1
+
+# The longest window `GET /v1/stats?window_seconds=` accepts; snapshots are kept this long (plus margin).
+WINDOW_MAX_SECONDS = 86400
 
 
 async def refresh(db: Database, settings: Settings, *, chunk_blocks: int = CHUNK_BLOCKS) -> bool:
@@ -62,6 +69,7 @@ async def refresh(db: Database, settings: Settings, *, chunk_blocks: int = CHUNK
                 kinds=[k for _, k in keys],
                 live=[live[key] for key in keys],
                 backlog=backlog,
+                history_seconds=WINDOW_MAX_SECONDS + 2 * settings.stats_refresh_seconds,
             )
         )
         return True

@@ -27,6 +27,7 @@ from app.migrate import head_revision, known_revisions
 from app.purge import purge_loop
 from app.quotas import Quotas
 from app.read_replica import Reads
+from app.request_limits import RequestLimiter, sync_loop
 from app.service import SessionService
 from app.state import BrokerState, Runtime
 from app.stats import Stats
@@ -75,9 +76,10 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
         reads = Reads(db, standby, settings)
         quotas = broker.quotas
         analytics = RequestAnalytics()
+        limiter = RequestLimiter()
         broker.runtime_ = runtime = Runtime(
             db=db,
-            service=SessionService(db, settings, quotas, analytics, reads),
+            service=SessionService(db, settings, quotas, analytics, limiter, reads),
             stats=Stats(db, settings, quotas, analytics, reads),
             analytics=analytics,
             reads=reads,
@@ -88,6 +90,9 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
             asyncio.create_task(_publish_pool_stats(db), name="pool-stats"),
             asyncio.create_task(gauges_loop(db, settings), name="fleet-gauges"),
             asyncio.create_task(flush_loop(analytics, db), name="analytics"),
+            asyncio.create_task(
+                sync_loop(limiter, db, settings.request_limit_sync_seconds), name="request-counts"
+            ),
         ]
         if settings.purge_enabled:
             tasks.append(asyncio.create_task(purge_loop(db, settings), name="purge"))
@@ -105,6 +110,8 @@ def _lifespan(broker: BrokerState, database_url: str):  # type: ignore[no-untype
                     await task
             with contextlib.suppress(Exception):  # best effort: the database may be the reason we stop
                 await analytics.flush(db)
+            with contextlib.suppress(Exception):
+                await limiter.sync(db)
             await db.close()
             if standby is not None:
                 await standby.close()

@@ -3,9 +3,9 @@ feeds the `http_*` collectors is `app/http/middleware/metrics.py`.
 
 Label cardinality is bounded by construction: HTTP metrics use the route *template* (never the raw
 path) and a fixed set of methods; `tenant` values come from configured API keys; `method` on the
-gateway analytics metrics goes through `normalise_mcp_method`; every other label takes one of the
-documented values. Names are the contract used by the Grafana dashboard and the alert rules in
-`helm/session-broker/files/`; rename nothing without updating both.
+gateway analytics metrics goes through `normalise_mcp_method` (app/mcp_methods.py); every other label
+takes one of the documented values. Names are the contract used by the Grafana dashboard and the alert
+rules in `helm/session-broker/files/`; rename nothing without updating both.
 
 Multi-process: when `PROMETHEUS_MULTIPROC_DIR` is set before this module is first imported (uvicorn
 with several workers), prometheus-client keeps values in mmap files there and `render_metrics()`
@@ -37,6 +37,10 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+# Re-exported: the analytics and the tests read the vocabulary here.
+from app.mcp_methods import MCP_METHODS as MCP_METHODS
+from app.mcp_methods import OTHER_METHOD as OTHER_METHOD
+from app.mcp_methods import normalise_mcp_method as normalise_mcp_method
 from app.rules import END_REASONS
 
 # `*_created` series double the series count and nothing here reads them.
@@ -53,7 +57,8 @@ CREATED_HOW = ("created", "registered", "rotated")
 TOUCH_RESULTS = ("written", "throttled", "not_found")
 QUOTA_SCOPES = ("tenant", "principal", "client")
 PURGE_RESULTS = ("ok", "error", "skipped")
-PURGE_TABLES = ("sessions", "tombstones", "events")
+PURGE_TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
+REQUEST_LIMITS = ("max_requests", "max_requests_per_minute")
 #: `kind` of session_broker_db_errors_total (`app.db.error_kind`).
 DB_ERROR_KINDS = (
     "timeout",
@@ -67,40 +72,6 @@ DB_ERROR_KINDS = (
     "other",
 )
 
-MCP_METHODS = frozenset(
-    {
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/read",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "sampling/createMessage",
-        "elicitation/create",
-        "roots/list",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/message",
-        "notifications/roots/list_changed",
-        "notifications/resources/updated",
-        "notifications/resources/list_changed",
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "tasks/get",
-        "tasks/list",
-        "tasks/cancel",
-        "tasks/result",
-    }
-)
-OTHER_METHOD = "other"
 
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DB_BUCKETS = (
@@ -109,9 +80,8 @@ _DB_BUCKETS = (
 _LIFETIME_BUCKETS = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800, 604800,
 )  # fmt: skip
-#: The lifetime histogram's upper bounds, +Inf included (observe() counts a value in the first bound >= it).
-LIFETIME_BOUNDS = (*(float(bound) for bound in _LIFETIME_BUCKETS), math.inf)
 _PURGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_NOTICE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 _GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 # --- HTTP ------------------------------------------------------------------------------------------
@@ -180,6 +150,23 @@ QUOTA_EVICTIONS = Counter(
     ["tenant", "scope"],
 )
 
+EXPIRY_WARNINGS = Counter(
+    "session_broker_expiry_warnings_total",
+    "session.expiring events written (SESSION_BROKER_EXPIRY_WARNING_SECONDS before a session's expiry).",
+    ["tenant"],
+)
+REQUESTS_LIMITED = Counter(
+    "session_broker_session_requests_limited_total",
+    "Touches refused with 429 by a per-session request limit. limit: max_requests (lifetime), "
+    "max_requests_per_minute.",
+    ["tenant", "limit"],
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "session_broker_idempotent_replays_total",
+    "Creates and rotations answered from a remembered Idempotency-Key instead of doing it again.",
+    ["tenant"],
+)
+
 # --- purge ------------------------------------------------------------------------------------------
 PURGE_RUNS = Counter(
     "session_broker_purge_runs_total",
@@ -188,13 +175,18 @@ PURGE_RUNS = Counter(
 )
 PURGE_DELETED = Counter(
     "session_broker_purge_deleted_total",
-    "Rows deleted by the purge. table: sessions, tombstones, events.",
+    "Rows deleted by the purge. table: sessions, tombstones, idempotency_keys, events.",
     ["table"],
 )
 PURGE_BATCH_DURATION = Histogram(
     "session_broker_purge_batch_duration_seconds",
     "Duration of one purge batch (one transaction).",
     buckets=_PURGE_BUCKETS,
+)
+EXPIRY_NOTICE_DELAY = Histogram(
+    "session_broker_expiry_notice_delay_seconds",
+    "From a session's expiry to the purge statement that recorded it (event, counters, tombstone).",
+    buckets=_NOTICE_BUCKETS,
 )
 PURGE_BACKLOG = Gauge(
     "session_broker_purge_backlog",
@@ -272,7 +264,7 @@ _children: dict[tuple[object, ...], Any] = {}
 
 
 def child(metric: Any, *labels: str) -> Any:
-    """`metric.labels(*labels)`, memoised: labels() validates and takes a lock on every call, and these
+    """`metric.labels(*labels)`, memoised: `metric.labels` validates and takes a lock on every call, and these
     run several times per request. Label values are bounded, so the memo is too."""
     key = (metric, *labels)
     child = _children.get(key)
@@ -297,16 +289,12 @@ def register_tenants(tenants: Iterable[str]) -> None:
         for scope in QUOTA_SCOPES:
             QUOTA_REJECTIONS.labels(tenant, scope)
             QUOTA_EVICTIONS.labels(tenant, scope)
+        EXPIRY_WARNINGS.labels(tenant)
+        for limit in REQUEST_LIMITS:
+            REQUESTS_LIMITED.labels(tenant, limit)
 
 
 # --- helpers called from the application ------------------------------------------------------------
-
-
-def normalise_mcp_method(name: object) -> str:
-    """Map a reported MCP method name onto the bounded label set; anything else is 'other'."""
-    if isinstance(name, str) and name in MCP_METHODS:
-        return name
-    return OTHER_METHOD
 
 
 def observe_db_query(operation: str, seconds: float) -> None:
@@ -331,42 +319,48 @@ def count_ended(tenant: str, reason: str, lifetime_seconds: float | None = None)
         SESSION_LIFETIME.labels(tenant).observe(lifetime_seconds)
 
 
-class Endings:
-    """Ended sessions counted in bulk (a purge batch ends thousands): per (tenant, reason) a count, and
-    per tenant the lifetime histogram's bucket counts and sum, applied to the collectors in one step.
+def observe_many(histogram: Any, values: Iterable[float]) -> None:
+    """`histogram.observe(value)` for every value, in one step per bucket.
 
-    Recording each ended row through `count_ended` cost ~10 µs (two `labels()` lookups with their locks),
-    and a purge run recorded all of them at its end: 300,000 rows stopped the event loop for seconds."""
+    A purge batch ends thousands of sessions; observing each (plus a `metric.labels` lookup with its lock
+    for the counter) cost ~10 µs a row on the event loop, and a run of 300,000 rows stopped it for
+    seconds. prometheus-client has no bulk observe: its histogram child keeps one (non-cumulative) value
+    per bucket and a sum, which observe() increments one at a time; this adds them in bulk.
+    tests/unit/test_metrics_bulk.py checks that the result equals observing each value."""
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+        total += value
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)
+    histogram._sum.inc(total)
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str], int] = {}
-        self._lifetimes: dict[str, tuple[list[int], float]] = {}
 
-    def add(self, tenant: str, reason: str, lifetime_seconds: float | None) -> None:
-        key = (tenant, reason)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        if lifetime_seconds is not None and lifetime_seconds >= 0:
-            buckets, total = self._lifetimes.get(tenant) or ([0] * len(LIFETIME_BOUNDS), 0.0)
-            buckets[bisect.bisect_left(LIFETIME_BOUNDS, lifetime_seconds)] += 1
-            self._lifetimes[tenant] = (buckets, total + lifetime_seconds)
+def count_ended_many(tenant: str, reason: str, lifetimes: Iterable[float]) -> None:
+    """Several sessions of one tenant ended for one reason (the purge's batches)."""
+    values = list(lifetimes)
+    child(SESSIONS_ENDED, tenant, reason).inc(len(values))
+    observe_many(child(SESSION_LIFETIME, tenant), (value for value in values if value >= 0))
 
-    def __len__(self) -> int:
-        return sum(self._counts.values())
 
-    def record(self) -> None:
-        """Add everything counted to the collectors (and start over)."""
-        for (tenant, reason), count in self._counts.items():
-            child(SESSIONS_ENDED, tenant, reason).inc(count)
-        for tenant, (buckets, total) in self._lifetimes.items():
-            histogram = child(SESSION_LIFETIME, tenant)
-            # prometheus-client has no bulk observe; its histogram child keeps one (non-cumulative) value
-            # per bucket and a sum, which observe() increments. tests/unit/test_metrics_bulk.py checks that
-            # this equals observing each lifetime.
-            for index, count in enumerate(buckets):
-                if count:
-                    histogram._buckets[index].inc(count)
-            histogram._sum.inc(total)
-        self._counts, self._lifetimes = {}, {}
+def observe_expiry_notice_delays(delays: Iterable[float]) -> None:
+    observe_many(EXPIRY_NOTICE_DELAY, (max(delay, 0.0) for delay in delays))
+
+
+def count_expiry_warnings(tenant: str, n: int) -> None:
+    EXPIRY_WARNINGS.labels(tenant).inc(n)
+
+
+def count_request_limited(tenant: str, limit: str) -> None:
+    """limit: max_requests | max_requests_per_minute."""
+    child(REQUESTS_LIMITED, tenant, limit).inc()
+
+
+def count_idempotent_replay(tenant: str) -> None:
+    IDEMPOTENT_REPLAYS.labels(tenant).inc()
 
 
 def count_binding_mismatch(tenant: str, operation: str) -> None:

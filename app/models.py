@@ -3,13 +3,13 @@
 Runtime SQL lives in `app/sql/`; this module only describes the tables.
 
 Touch-heavy design (docs/design.md, "Schema"):
-- A touch writes `last_seen_at`, `expires_at` and, rarely, `purge_after`. None of the first two is
-  indexed, so most touch writes are HOT updates (no index insertions, pruned without VACUUM).
-- `purge_after` is the only expiry column with an index. It is a coarse *upper bound* of `expires_at`
-  that a touch pushes forward in large steps (`app.sql.fragments.PURGE_AFTER_STEP_SECONDS`), so the
-  index is rewritten only once per step rather than on every touch. The purge job finds candidates
-  through it and re-checks the exact `expires_at`; reads never rely on it (an expired row is invisible
-  at once).
+- A touch writes `last_seen_at` and `expires_at` only. Neither is indexed, so touch writes are HOT
+  updates (no index insertions, pruned without VACUUM).
+- `check_at` is the only expiry column with an index: when the purge must next look at the row. It is
+  a *lower bound* of the next thing that can happen to the session (its expiry warning, or its
+  expiry), set by creates and by the purge itself, never by a touch. When it comes due the purge either
+  ends the session (expired), warns it, or moves `check_at` to the session's current expiry (a touch
+  pushed it out meanwhile). Reads never rely on it (an expired row is invisible at once).
 - `metadata` is `json`, not `jsonb`: the database never looks inside it (merge-patch happens in the
   service), `json` input is only syntax-checked (cheaper than jsonb's decomposition on every write), and
   it accepts every JSON string, including the U+0000 escape that jsonb refuses.
@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Double, Index, Integer, MetaData, SmallInteger, Text, text
-from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -46,7 +46,7 @@ class SessionRow(Base):
 
     __tablename__ = "sessions"
     __table_args__ = (
-        Index("ix_sessions_purge_after", "purge_after"),
+        Index("ix_sessions_check_at", "check_at"),
         Index(
             "ix_sessions_tenant_principal",
             "tenant",
@@ -84,7 +84,16 @@ class SessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     last_seen_at: Mapped[datetime] = mapped_column(Timestamp)
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
-    purge_after: Mapped[datetime] = mapped_column(Timestamp)
+    check_at: Mapped[datetime] = mapped_column(Timestamp)
+    # When the last `session.expiring` event was sent (docs/design.md, "Expiry warnings").
+    warned_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Per-session request limits (0: unlimited) and the counts replicas have synced so far
+    # (docs/design.md, "Request limits"); `rate_window` numbers minutes from `created_at`.
+    max_requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_requests_per_minute: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    request_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    rate_window: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    rate_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class TombstoneRow(Base):
@@ -136,6 +145,47 @@ class EventRow(Base):
     session_id: Mapped[str] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(Timestamp)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LifetimeCounterRow(Base):
+    """Ended sessions by lifetime bucket (a quarter power of two of seconds) with their summed lifetimes,
+    for the mean and 95th percentile of window analytics. Sharded like the counters."""
+
+    __tablename__ = "session_lifetime_counters"
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    ended: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Double)
+
+
+class StatsSnapshotRow(Base):
+    """Per tenant, the live count of a fleet recount and the totals at that moment, kept for window
+    analytics: a window's figures are today's totals minus the snapshot at its start."""
+
+    __tablename__ = "stats_snapshots"
+    __table_args__ = (Index("ix_stats_snapshots_taken_at", "taken_at"),)
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    taken_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    live: Mapped[int] = mapped_column(BigInteger)
+    totals: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class IdempotencyKeyRow(Base):
+    """What a create (or rotation) sent with an `Idempotency-Key` answered, so a retry gets the same
+    answer instead of a second session. Written in the statement that creates the session."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_forget_after", "forget_after"),)
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    forget_after: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class FleetGaugeRow(Base):

@@ -1,4 +1,5 @@
-"""The purge: deletes ended sessions, forgotten tombstones and old events in small ordered batches.
+"""The purge: ends expired sessions, sends expiry warnings, deletes forgotten tombstones, idempotency keys
+and old events, in small ordered batches.
 
 Never one unbounded DELETE (docs/design.md, "Purge"). Each batch is its own short transaction that first
 takes a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`), so at most one replica purges at a
@@ -8,7 +9,10 @@ SKIP LOCKED` and the DELETE re-checks expiry, so a session touched meanwhile is 
 after its time budget; the schedule is jittered so replicas do not wake together.
 
 Expired sessions end here, officially: their tombstone, their `session.ended` event (with the real expiry
-time) and their ended counter are written in the same statement that deletes them.
+time) and their ended counter are written in the same statement that deletes them. The purge finds them by
+`check_at`, a lower bound of what can happen next to a session that touches never move, so a run reads
+only the rows that are due: an expiry is recorded within one run interval of happening (twice
+PURGE_INTERVAL_SECONDS at worst, with the jitter), whatever the table's size (docs/design.md, "Purge").
 """
 
 from __future__ import annotations
@@ -34,23 +38,36 @@ log = logging.getLogger(__name__)
 PURGE_LOCK_KEY = 0x5E5510_B0
 
 
+TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
+
+
 @dataclass
 class PurgeResult:
-    deleted: dict[str, int] = field(default_factory=lambda: {"sessions": 0, "tombstones": 0, "events": 0})
+    deleted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    warned: int = 0  # sessions that got their `session.expiring`
+    rearmed: int = 0  # live due sessions whose next check moved (touched since it was set)
     batches: int = 0
     skipped: bool = False  # another replica held the purge lock
     seconds: float = 0.0
     batch_seconds: list[float] = field(default_factory=list)
     # Server-side [lock taken, work done] of each batch, for checks that batches never overlap.
     batch_windows: list[tuple[datetime, datetime]] = field(default_factory=list)
-    ended: metrics.Endings = field(default_factory=metrics.Endings)  # the expired sessions it ended
+    max_notice_delay: float = 0.0  # the longest time from an expiry to its record, in seconds
+
+    @property
+    def processed(self) -> int:
+        """Rows written: deleted, warned or re-armed (what pacing counts)."""
+        return sum(self.deleted.values()) + self.warned + self.rearmed
 
     def summary(self) -> dict[str, Any]:
         return {
             "deleted": self.deleted,
+            "warned": self.warned,
+            "rearmed": self.rearmed,
             "batches": self.batches,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "max_notice_delay_seconds": round(self.max_notice_delay, 3),
         }
 
 
@@ -60,26 +77,50 @@ async def _batch(
     table: str,
     statement: Statement,
     args: dict[str, Any],
+    async_commit: bool,
+    publish: bool,
 ) -> int | None:
     """One batch in its own transaction; None when another replica holds the purge lock."""
     started = time.perf_counter()
     async with connection.transaction():
-        lock = await connection.fetchrow(*sql.TRY_PURGE_LOCK.bind(key=PURGE_LOCK_KEY))
+        lock = await connection.fetchrow(
+            *sql.TRY_PURGE_LOCK.bind(key=PURGE_LOCK_KEY, async_commit=async_commit)
+        )
         if not lock["locked"]:
             return None
         rows = await connection.fetch(*statement.bind(**args))
     if table == "sessions":
-        count = len(rows)
-        for row in rows:
-            result.ended.add(row["tenant"], row["reason"], row["lifetime_seconds"])
-        finished = rows[-1]["at"] if rows else lock["at"]
+        count = _take_sessions(result, rows, publish)
+        finished = max((row["at"] for row in rows), default=lock["at"])
     else:
         count = int(rows[0]["n"])
         finished = rows[0]["at"]
+        result.deleted[table] += count
     result.batches += 1
-    result.deleted[table] += count
     result.batch_seconds.append(time.perf_counter() - started)
     result.batch_windows.append((lock["at"], finished))
+    return count
+
+
+def _take_sessions(result: PurgeResult, rows: list[asyncpg.Record], publish: bool) -> int:
+    """Add one sessions batch (rows per tenant and outcome) to the result, and with `publish` to the
+    metrics at once (batch by batch: a long run never holds them all back, nor the event loop for long);
+    the rows it processed."""
+    count = 0
+    for row in rows:
+        count += row["n"]
+        if row["outcome"] == "warned":
+            result.warned += row["n"]
+            if publish:
+                metrics.count_expiry_warnings(row["tenant"], row["n"])
+        elif row["outcome"] == "armed":
+            result.rearmed += row["n"]
+        else:  # an expiry reason
+            result.deleted["sessions"] += row["n"]
+            result.max_notice_delay = max(result.max_notice_delay, *row["delays"])
+            if publish:
+                metrics.count_ended_many(row["tenant"], row["outcome"], row["lifetimes"])
+                metrics.observe_expiry_notice_delays(row["delays"])
     return count
 
 
@@ -89,15 +130,19 @@ async def _pace(result: PurgeResult, started: float, deadline: float, max_rows_p
     time the same work costs far less latency. 0 means no limit."""
     if max_rows_per_second <= 0:
         return
-    done = sum(result.deleted.values())
+    done = result.processed
     now = time.perf_counter()
     lead = min(done / max_rows_per_second - (now - started), deadline - now)
     if lead > 0:
         await asyncio.sleep(lead)
 
 
-async def purge_once(db: Database, settings: Settings, *, batch_size: int | None = None) -> PurgeResult:
-    """One purge run within the time budget: sessions, then tombstones, then events."""
+async def purge_once(
+    db: Database, settings: Settings, *, batch_size: int | None = None, publish: bool = True
+) -> PurgeResult:
+    """One purge run within the time budget: sessions, then tombstones, idempotency keys, events. With
+    `publish`, the sessions it ended or warned are counted in this process's metrics as it goes (`record`
+    adds the run itself)."""
     size = batch_size or settings.purge_batch_size
     result = PurgeResult()
     started = time.perf_counter()
@@ -106,15 +151,22 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
         (
             "sessions",
             sql.PURGE_SESSIONS,
-            {"batch": size, "tombstone_seconds": settings.tombstone_retention_seconds},
+            {
+                "batch": size,
+                "tombstone_seconds": settings.tombstone_retention_seconds,
+                "warning_seconds": settings.expiry_warning_seconds,
+            },
         ),
         ("tombstones", sql.PURGE_TOMBSTONES, {"batch": size}),
+        ("idempotency_keys", sql.PURGE_IDEMPOTENCY_KEYS, {"batch": size}),
         ("events", sql.PURGE_EVENTS, {"batch": size, "retention_seconds": settings.event_retention_seconds}),
     )
     async with db.connection("purge") as connection:
         for table, statement, args in work:
             while time.perf_counter() < deadline:
-                count = await _batch(connection, result, table, statement, args)
+                count = await _batch(
+                    connection, result, table, statement, args, not settings.purge_synchronous_commit, publish
+                )
                 if count is None:
                     result.skipped = True
                     break
@@ -128,8 +180,7 @@ async def purge_once(db: Database, settings: Settings, *, batch_size: int | None
 
 
 def record(result: PurgeResult) -> None:
-    """Publish a run's outcome as metrics."""
-    result.ended.record()
+    """Publish a run as metrics (what it ended was published batch by batch)."""
     outcome = "skipped" if result.skipped and result.batches == 0 else "ok"
     metrics.record_purge_run(outcome, result.deleted, result.batch_seconds)
 
@@ -148,5 +199,5 @@ async def purge_loop(db: Database, settings: Settings) -> None:
             log.warning("purge run failed: %s", type(error).__name__)
             continue
         record(result)
-        if result.batches:
+        if result.processed:
             log.info("purge run", extra={"purge": result.summary()})

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app import metrics
 from app.config import ConfigurationError, QuotaPolicy, Settings
 from app.errors import QuotaExceeded
-from app.repository import InsertOutcome, NewSession, QuotaLimits, SessionRepository
+from app.records import IdempotencyClaim, InsertOutcome, NewSession, QuotaLimits
+from app.repository import SessionRepository
 
 QUOTA_HEADROOM = 64
 # Seconds a rejected client should wait: a slot frees when some session ends, which nobody can predict.
@@ -38,12 +39,18 @@ class TenantOverride(BaseModel):
     max_sessions_per_principal: int | None = Field(None, ge=1)
     max_sessions_per_client: int | None = Field(None, ge=1)
     quota_policy: QuotaPolicy | None = None
+    # Defaults of the per-session request limits (0: unlimited); see app/request_limits.py.
+    default_max_requests_per_session: int | None = Field(None, ge=0, le=2**31 - 1)
+    default_max_requests_per_minute: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 @dataclass(frozen=True, slots=True)
 class TenantQuota:
     limits: QuotaLimits
     policy: QuotaPolicy
+    # What a session created without its own request limits gets (0: unlimited).
+    max_requests: int = 0
+    max_requests_per_minute: int = 0
 
     def limit_of(self, scope: str) -> int:
         return int(getattr(self.limits, scope))
@@ -60,6 +67,8 @@ class Quotas:
                 client=settings.max_sessions_per_client,
             ),
             settings.quota_policy,
+            settings.default_max_requests_per_session,
+            settings.default_max_requests_per_minute,
         )
         self._tenants: dict[str, TenantQuota] = {}
         for tenant, override in parse_overrides(settings.tenant_quotas).items():
@@ -70,10 +79,17 @@ class Quotas:
                     client=override.max_sessions_per_client or self.default.limits.client,
                 ),
                 override.quota_policy or self.default.policy,
+                _given(override.default_max_requests_per_session, self.default.max_requests),
+                _given(override.default_max_requests_per_minute, self.default.max_requests_per_minute),
             )
 
     def for_tenant(self, tenant: str) -> TenantQuota:
         return self._tenants.get(tenant, self.default)
+
+
+def _given(value: int | None, default: int) -> int:
+    """An override of a limit where 0 means unlimited: only an absent key falls back to the default."""
+    return default if value is None else value
 
 
 def _override_problem(item: dict[str, object]) -> str:
@@ -140,15 +156,24 @@ async def create_near_limit(
     quota: TenantQuota,
     tight: tuple[str, ...],
     tombstone_seconds: int,
+    claim: IdempotencyClaim | None = None,
 ) -> InsertOutcome:
     """A create whose scopes `tight` lack the headroom: serialise on their locks and count exactly; evict
-    the oldest idle session of a full scope if the policy says so. Returns the last insert's outcome."""
+    the oldest idle session of a full scope if the policy says so. Returns the last insert's outcome.
+    With an Idempotency-Key `claim`, every insert checks and records it (and may raise IdempotencyRace)."""
     outcome = InsertOutcome(session=None, retired_reason=None, tight_scopes=tight)
     for _ in range(NEAR_LIMIT_ATTEMPTS):
         async with repo.connection.transaction():
             await _lock_scopes(repo, tenant, new, tight)
-            outcome = await repo.insert(tenant, new_id, new, how=how, limits=quota.limits, headroom=0)
-        if outcome.session is not None or outcome.retired_reason is not None or not outcome.tight_scopes:
+            outcome = await repo.insert(
+                tenant, new_id, new, how=how, limits=quota.limits, headroom=0, claim=claim
+            )
+        if (
+            outcome.session is not None
+            or outcome.remembered is not None
+            or outcome.retired_reason is not None
+            or not outcome.tight_scopes
+        ):
             return outcome
         if quota.policy is not QuotaPolicy.evict_oldest_idle:
             return outcome

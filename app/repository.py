@@ -1,91 +1,38 @@
 """`SessionRepository`: runs the session statements of `app/sql/` on one connection and turns their rows
-into the shapes below. No SQL text lives here, and nothing here commits: each call is one autocommit
-statement unless the caller holds a transaction."""
+into the shapes of `app/records.py`. No SQL text lives here, and nothing here commits: each call is one
+autocommit statement unless the caller holds a transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
+from app.records import (
+    NEW_SESSION_FIELDS,
+    QUOTA_SCOPES,
+    SESSION_FIELDS,
+    IdempotencyClaim,
+    IdempotencyRace,
+    InsertOutcome,
+    Lookup,
+    NewSession,
+    QuotaLimits,
+    Remembered,
+    RequestCounts,
+    TouchOutcome,
+)
 from app.sql import change, create, end, read, touch
-
-QUOTA_SCOPES = ("tenant", "principal", "client")
-
-
-@dataclass(frozen=True, slots=True)
-class NewSession:
-    kind: str
-    principal: str | None
-    client_id: str | None
-    owner: str | None
-    protocol_version: str | None
-    metadata: dict[str, Any]
-    idle_timeout_seconds: int
-    max_lifetime_seconds: int
-
-
-NEW_SESSION_FIELDS = tuple(field.name for field in fields(NewSession))
 
 
 def _new_session_values(new: NewSession) -> dict[str, Any]:
     """The insert statements' parameters named like NewSession's fields."""
-    return {name: getattr(new, name) for name in NEW_SESSION_FIELDS}
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaLimits:
-    tenant: int
-    principal: int
-    client: int
-
-
-@dataclass(frozen=True, slots=True)
-class InsertOutcome:
-    session: dict[str, Any] | None
-    retired_reason: str | None  # set when a tombstone blocked the id
-    tight_scopes: tuple[str, ...]  # quota scopes without the requested headroom (nothing was written)
-    replaced_reason: str | None = None  # an expired row of the same id was taken over
-    replaced_lifetime: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TouchOutcome:
-    found: bool
-    principal: str | None
-    expires_at: datetime | None
-    written: bool
-    due: bool  # the touch should have written (it moved expiry by the threshold)
-    ended_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """A GET: the session if its row is live, else why it ended (None when nothing is known)."""
-
-    session: dict[str, Any] | None
-    ended_reason: str | None
+    return {name: getattr(new, name) for name in (*NEW_SESSION_FIELDS, "warning_seconds")}
 
 
 def _session(record: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": record["id"],
-        "kind": record["kind"],
-        "principal": record["principal"],
-        "client_id": record["client_id"],
-        "owner": record["owner"],
-        "protocol_version": record["protocol_version"],
-        "metadata": record["metadata"],
-        "version": record["version"],
-        "created_at": record["created_at"],
-        "last_seen_at": record["last_seen_at"],
-        "expires_at": record["expires_at"],
-        "idle_timeout_seconds": record["idle_timeout_seconds"],
-        "max_lifetime_seconds": record["max_lifetime_seconds"],
-    }
+    return {name: record[name] for name in SESSION_FIELDS}
 
 
 def _tight_scopes(record: asyncpg.Record) -> tuple[str, ...]:
@@ -93,6 +40,7 @@ def _tight_scopes(record: asyncpg.Record) -> tuple[str, ...]:
 
 
 def _touch_outcome(record: asyncpg.Record) -> TouchOutcome:
+    limited = record["max_requests"] or record["max_requests_per_minute"]
     return TouchOutcome(
         found=record["expires_at"] is not None,
         principal=record["principal"],
@@ -100,7 +48,30 @@ def _touch_outcome(record: asyncpg.Record) -> TouchOutcome:
         written=record["written"],
         due=bool(record["due"]),
         ended_reason=record["ended_reason"],
+        limits=RequestCounts(
+            record["max_requests"],
+            record["max_requests_per_minute"],
+            record["created_at"],
+            record["request_count"],
+            record["rate_window"],
+            record["rate_count"],
+            record["window_left"],
+        )
+        if limited
+        else None,
     )
+
+
+def _remembered(record: asyncpg.Record) -> Remembered | None:
+    if record["key_fingerprint"] is None:
+        return None
+    return Remembered(record["key_fingerprint"], record["key_response"])
+
+
+def _check_recorded(record: asyncpg.Record, claim: IdempotencyClaim | None) -> None:
+    """With a claim, a session written without its key recorded lost a race with the same key."""
+    if claim is not None and record["id"] is not None and not record["key_recorded"]:
+        raise IdempotencyRace()
 
 
 class SessionRepository:
@@ -118,11 +89,16 @@ class SessionRepository:
         how: str,
         limits: QuotaLimits,
         headroom: int,
+        claim: IdempotencyClaim | None = None,
     ) -> InsertOutcome:
         """Insert a new session unless a live session or tombstone holds the id, or a quota scope has less
-        than `headroom` room left (then `tight_scopes` says which, and nothing is written)."""
+        than `headroom` room left (then `tight_scopes` says which, and nothing is written). With a `claim`,
+        also unless its key is remembered (then `remembered` is what it answered), and the key is recorded
+        with the new session; raises IdempotencyRace (run it in a transaction) when the same key won
+        concurrently."""
+        statement = create.INSERT_SESSION if claim is None else create.INSERT_SESSION_IDEMPOTENT
         record = await self.connection.fetchrow(
-            *create.INSERT_SESSION.bind(
+            *statement.bind(
                 tenant=tenant,
                 id=session_id,
                 how=how,
@@ -131,15 +107,18 @@ class SessionRepository:
                 client_limit=limits.client,
                 headroom=headroom,
                 **_new_session_values(new),
+                **(claim.values() if claim is not None else {}),
             )
         )
         assert record is not None  # the statement always returns exactly one row
+        _check_recorded(record, claim)
         return InsertOutcome(
             session=_session(record) if record["id"] is not None else None,
             retired_reason=record["retired_reason"],
             tight_scopes=_tight_scopes(record),
             replaced_reason=record["replaced_reason"],
             replaced_lifetime=record["replaced_lifetime"],
+            remembered=_remembered(record),
         )
 
     async def insert_many(
@@ -150,6 +129,7 @@ class SessionRepository:
         columns["metadata"] = [orjson.dumps(metadata).decode() for metadata in columns["metadata"]]
         records = await self.connection.fetch(
             *create.INSERT_MANY.bind(
+                warning_seconds=items[0][2].warning_seconds,
                 tenants=[tenant for tenant, _, _, _ in items],
                 ids=[session_id for _, session_id, _, _ in items],
                 tenant_limits=[limits.tenant for _, _, _, limits in items],
@@ -265,7 +245,8 @@ class SessionRepository:
     async def revoke_batch(
         self, tenant: str, filters: dict[str, str], *, batch: int, tombstone_seconds: int
     ) -> list[float]:
-        """End up to `batch` live sessions matching every filter (reason `revoked`); their lifetimes."""
+        """End up to `batch` live sessions matching every filter (reason `revoked`); their lifetimes. No
+        filters: any live session of the tenant."""
         names = tuple(name for name in end.REVOKE_FILTERS if name in filters)
         rows = await self.connection.fetch(
             *end.REVOKE[names].bind(
@@ -278,19 +259,31 @@ class SessionRepository:
         return [float(row["lifetime_seconds"]) for row in rows]
 
     async def rotate(
-        self, tenant: str, session_id: str, new_id: str, *, principal: str | None, tombstone_seconds: int
-    ) -> dict[str, Any] | None:
-        """Move a live session to `new_id` atomically; the old id ends with reason `rotated`."""
+        self,
+        tenant: str,
+        session_id: str,
+        new_id: str,
+        *,
+        principal: str | None,
+        tombstone_seconds: int,
+        claim: IdempotencyClaim | None = None,
+    ) -> tuple[dict[str, Any] | None, Remembered | None]:
+        """Move a live session to `new_id` atomically; the old id ends with reason `rotated`. With a
+        `claim`, as for `insert`: nothing happens when its key is remembered (the second value)."""
+        statement = change.ROTATE_SESSION if claim is None else change.ROTATE_SESSION_IDEMPOTENT
         record = await self.connection.fetchrow(
-            *change.ROTATE_SESSION.bind(
+            *statement.bind(
                 tenant=tenant,
                 id=session_id,
                 principal=principal,
                 new_id=new_id,
                 tombstone_seconds=tombstone_seconds,
+                **(claim.values() if claim is not None else {}),
             )
         )
-        return _session(record) if record is not None else None
+        assert record is not None  # one row, with the new session's columns NULL when nothing moved
+        _check_recorded(record, claim)
+        return (_session(record) if record["id"] is not None else None), _remembered(record)
 
     async def list_live(
         self, tenant: str, *, filters: dict[str, str], after_id: str | None, limit: int, max_bytes: int
@@ -321,6 +314,22 @@ class SessionRepository:
         if tenant is None:
             return list(await self.connection.fetch(*read.ALL_COUNTER_TOTALS.bind()))
         return list(await self.connection.fetch(*read.COUNTER_TOTALS.bind(tenant=tenant)))
+
+    async def lifetime_totals(self, tenant: str | None) -> list[asyncpg.Record]:
+        """(bucket, ended, seconds) rows for one tenant, or with `tenant` across all when None."""
+        if tenant is None:
+            return list(await self.connection.fetch(*read.ALL_LIFETIME_TOTALS.bind()))
+        return list(await self.connection.fetch(*read.LIFETIME_TOTALS.bind(tenant=tenant)))
+
+    async def window_base(self, tenant: str | None, window_seconds: int) -> list[asyncpg.Record]:
+        """(tenant, taken_at, totals, peak_live): the stats snapshot each tenant's window starts from."""
+        if tenant is None:
+            return list(
+                await self.connection.fetch(*read.ALL_WINDOW_BASE.bind(window_seconds=window_seconds))
+            )
+        return list(
+            await self.connection.fetch(*read.WINDOW_BASE.bind(tenant=tenant, window_seconds=window_seconds))
+        )
 
     async def schema_revision(self) -> str | None:
         revision: str | None = await self.connection.fetchval(*read.SCHEMA_REVISION.bind())

@@ -21,7 +21,7 @@ from app.schemas import SessionCreate, SessionPatch
 # MCP: ids are visible ASCII 0x21-0x7E. The length is bounded so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
-PATCHABLE = ("metadata", "owner", "client_id", "protocol_version")
+PATCHABLE = ("metadata", "owner", "client_id", "protocol_version", "max_requests", "max_requests_per_minute")
 
 
 def mint_session_id() -> str:
@@ -73,6 +73,9 @@ def patched(current: dict[str, Any], patch: SessionPatch) -> dict[str, Any]:
     for name in ("owner", "client_id", "protocol_version"):
         if name in given:
             values[name] = getattr(patch, name)
+    for name in ("max_requests", "max_requests_per_minute"):
+        if name in given:  # null removes the limit, like 0
+            values[name] = getattr(patch, name) or 0
     return values
 
 

@@ -92,6 +92,21 @@ METADATA_DESCRIPTION = (
 Metadata = Annotated[dict[str, Any], AfterValidator(_shallow), Field(description=METADATA_DESCRIPTION)]
 
 
+def _request_count(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError("must be a whole number (0: unlimited)")
+    return int(value)
+
+
+# The bounds before the validator, so the schema states them as `minimum`/`maximum` (after it, pydantic
+# copies them into the schema under their Python names).
+RequestLimit = Annotated[
+    int,
+    Field(ge=0, le=2**31 - 1, description="0: unlimited; omitted on create: the tenant's default"),
+    BeforeValidator(_request_count),
+]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,6 +124,13 @@ class SessionCreate(RequestModel):
     metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
     idle_timeout_seconds: Seconds | None = None
     max_lifetime_seconds: Seconds | None = None
+    max_requests: RequestLimit | None = Field(
+        None, description="touches this session may have in its life (0: unlimited; omitted: tenant default)"
+    )
+    max_requests_per_minute: RequestLimit | None = Field(
+        None,
+        description="touches per minute since creation (0: unlimited; omitted: tenant default)",
+    )
 
 
 class SessionPatch(RequestModel):
@@ -126,6 +148,12 @@ class SessionPatch(RequestModel):
     owner: Label | None = None
     client_id: Label | None = None
     protocol_version: ProtocolVersion | None = None
+    max_requests: RequestLimit | None = Field(
+        None, description="new lifetime touch limit; null or 0: unlimited"
+    )
+    max_requests_per_minute: RequestLimit | None = Field(
+        None, description="new per-minute touch limit; null or 0: unlimited"
+    )
 
 
 class TouchRequest(RequestModel):
@@ -166,6 +194,8 @@ class SessionRead(BaseModel):
     expires_at: datetime
     idle_timeout_seconds: int
     max_lifetime_seconds: int
+    max_requests: int = Field(description="lifetime touch limit; 0: unlimited")
+    max_requests_per_minute: int = Field(description="per-minute touch limit; 0: unlimited")
 
 
 class TouchResult(BaseModel):
@@ -198,8 +228,15 @@ class Limits(BaseModel):
     max_sessions_per_principal: int
     max_sessions_per_client: int
     quota_policy: str = Field(description="reject or evict_oldest_idle")
+    default_max_requests_per_session: int = Field(description="0: unlimited")
+    default_max_requests_per_minute: int = Field(description="0: unlimited")
     tombstone_retention_seconds: int
     event_retention_seconds: int
+    expiry_warning_seconds: int = Field(description="0: no `session.expiring` events")
+    expiry_notice_bound_seconds: float = Field(
+        description="an expiry is recorded (event, counters, tombstone) within this long after it happens "
+        "(twice the purge interval), while the purge keeps up"
+    )
 
 
 class MethodStats(BaseModel):
@@ -219,16 +256,44 @@ class RequestStats(BaseModel):
     busiest_methods: list[MethodStats] = Field(description="up to 10, most requests first")
 
 
+class WindowStats(BaseModel):
+    """Figures over a recent window (`?window_seconds=N`). Counts are exact for the interval from `since`
+    to now, which starts at the last stats snapshot taken at or before N seconds ago (snapshots are taken
+    with each fleet recount, every STATS_REFRESH_SECONDS), so it can reach up to one refresh interval
+    further back than asked."""
+
+    seconds: int = Field(description="the window asked for")
+    since: datetime | None = Field(
+        description="start of the interval the figures cover; null: since the tenant's first session"
+    )
+    created: int
+    ended: dict[str, int] = Field(description="by reason")
+    peak_live: int = Field(
+        description="highest live count seen: the fleet recounts since `since` (one per "
+        "STATS_REFRESH_SECONDS, so a shorter peak between two can be missed) and the exact count now"
+    )
+    mean_lifetime_seconds: float | None = Field(description="of sessions that ended in the window (exact)")
+    p95_lifetime_seconds: float | None = Field(
+        description="95th percentile lifetime of sessions that ended in the window, from lifetime buckets a "
+        "quarter power of two wide: the mean of the bucket holding it, so within 19 % of the exact value"
+    )
+
+
 class TenantStats(BaseModel):
     """One tenant's sessions: live by kind, oldest and newest, lifetime totals."""
 
     tenant: str
     live: int
+    active_last_5m: int = Field(
+        description="live sessions created or touched in the last five minutes (a touch that is throttled "
+        "writes nothing, so a session counts if its last written touch is that recent)"
+    )
     by_kind: list[KindStats]
     oldest_created_at: datetime | None
     newest_created_at: datetime | None
     created_total: int
     ended_total: dict[str, int] = Field(description="sessions ended since the tenant began, by reason")
+    window: WindowStats | None = Field(None, description="only with `?window_seconds=N`")
 
 
 class Stats(TenantStats):
@@ -249,16 +314,25 @@ class RevokeResult(BaseModel):
 
 
 class PurgeRun(BaseModel):
-    deleted: dict[str, int] = Field(description="rows deleted: sessions, tombstones, events")
+    deleted: dict[str, int] = Field(
+        description="rows deleted: sessions, tombstones, idempotency_keys, events"
+    )
+    warned: int = Field(description="sessions that got their `session.expiring` event")
+    rearmed: int = Field(description="live sessions whose next check moved (touched since it was set)")
     batches: int
     skipped: bool = Field(description="another replica held the purge lock; nothing was done")
     seconds: float
+    max_notice_delay_seconds: float = Field(
+        description="the longest time from an expiry this run recorded to the moment it recorded it"
+    )
 
 
 class StreamEvent(BaseModel):
     """`data` of a lifecycle event frame on `GET /v1/events`."""
 
-    type: str = Field(description="session.created, session.updated, session.ended or session.rotated")
+    type: str = Field(
+        description="session.created, session.updated, session.expiring, session.ended or session.rotated"
+    )
     session_id: str
     occurred_at: datetime
     data: dict[str, Any] = Field(description="the event's fields; never the session's metadata")

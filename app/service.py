@@ -11,7 +11,7 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
-from app import metrics, quotas, rules
+from app import idempotency, metrics, quotas, rules
 from app.admission import Admission
 from app.analytics import RequestAnalytics
 from app.batching import StatementBatcher
@@ -27,7 +27,16 @@ from app.errors import (
 )
 from app.quotas import QUOTA_HEADROOM, Quotas, TenantQuota
 from app.read_replica import Reads
-from app.repository import InsertOutcome, Lookup, NewSession, QuotaLimits, SessionRepository, TouchOutcome
+from app.records import (
+    IdempotencyClaim,
+    InsertOutcome,
+    Lookup,
+    NewSession,
+    QuotaLimits,
+    TouchOutcome,
+)
+from app.repository import SessionRepository
+from app.request_limits import RequestLimiter
 from app.row_gate import RowGate
 from app.schemas import SessionCreate, SessionPatch, TouchRequest
 
@@ -53,17 +62,32 @@ class Touched:
     expires_at: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A session that came into existence, or, `replayed`, the answer an Idempotency-Key remembered."""
+
+    session: dict[str, Any]
+    replayed: bool = False
+
+
 class SessionService:
     """Operations of the API for one tenant at a time. Stateless apart from its collaborators."""
 
     def __init__(
-        self, db: Database, settings: Settings, quotas: Quotas, analytics: RequestAnalytics, reads: Reads
+        self,
+        db: Database,
+        settings: Settings,
+        quotas: Quotas,
+        analytics: RequestAnalytics,
+        limiter: RequestLimiter,
+        reads: Reads,
     ) -> None:
         self.db = db
         self.reads = reads
         self.settings = settings
         self.quotas = quotas
         self.analytics = analytics
+        self.limiter = limiter
         # Concurrent touches, and concurrent creates with minted ids, share statements (batching.py).
         self.touches: StatementBatcher[TouchKey, TouchOutcome] = StatementBatcher(
             self._touch_batch, conflict=lambda key: key[:2], group=lambda key: key[0]
@@ -75,7 +99,7 @@ class SessionService:
         self.rows = RowGate()
         # List pages can be megabytes each: a few at a time per process, fewer per tenant (admission.py).
         self.heavy_reads = Admission(
-            settings.list_concurrent_pages, settings.list_concurrent_pages_per_tenant
+            total=settings.list_concurrent_pages, per_tenant=settings.list_concurrent_pages_per_tenant
         )
 
     def _mismatch(self, tenant: str, operation: str) -> Exception:
@@ -95,10 +119,18 @@ class SessionService:
     # --- create ----------------------------------------------------------------------------------
 
     @within_deadline
-    async def create(self, tenant: str, body: SessionCreate, session_id: str | None = None) -> dict[str, Any]:
-        """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken)."""
+    async def create(
+        self,
+        tenant: str,
+        body: SessionCreate,
+        session_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """Create with a minted id, or register `session_id` minted elsewhere (409 if it is taken). With an
+        `idempotency_key`, a retry of the same request answers what the first one did."""
         idle, lifetime = rules.timeouts(self.settings, body)
         rules.check_metadata_size(body.metadata, self.settings.max_metadata_bytes)
+        quota = self.quotas.for_tenant(tenant)
         new = NewSession(
             kind=body.kind,
             principal=body.principal,
@@ -108,21 +140,58 @@ class SessionService:
             metadata=body.metadata,
             idle_timeout_seconds=idle,
             max_lifetime_seconds=lifetime,
+            max_requests=quota.max_requests if body.max_requests is None else body.max_requests,
+            max_requests_per_minute=(
+                quota.max_requests_per_minute
+                if body.max_requests_per_minute is None
+                else body.max_requests_per_minute
+            ),
+            warning_seconds=self.settings.expiry_warning_seconds,
         )
         how = "created" if session_id is None else "registered"
         new_id = session_id if session_id is not None else rules.mint_session_id()
-        quota = self.quotas.for_tenant(tenant)
-        if session_id is None:  # minted: grouped with concurrent creates (batching.py)
+        claim = self._claim(idempotency_key, idempotency.create_fingerprint(how, body, session_id))
+        if session_id is None and claim is None:  # minted: grouped with concurrent creates (batching.py)
             outcome = await self.creates.submit(_MintedCreate(tenant, new_id, new, quota.limits))
             if outcome.session is not None or not outcome.tight_scopes:
-                return self._finish_create(tenant, how, quota, outcome)
+                return Created(self._finish_create(tenant, how, quota, outcome))
+            return await self._create_one(tenant, new_id, new, how, quota, None, outcome)
+        return await idempotency.retrying(lambda: self._create_one(tenant, new_id, new, how, quota, claim))
+
+    def _claim(self, key: str | None, fingerprint: str) -> IdempotencyClaim | None:
+        return idempotency.claim(key, fingerprint, self.settings.idempotency_key_retention_seconds)
+
+    async def _create_one(
+        self,
+        tenant: str,
+        new_id: str,
+        new: NewSession,
+        how: str,
+        quota: TenantQuota,
+        claim: IdempotencyClaim | None,
+        outcome: InsertOutcome | None = None,
+    ) -> Created:
+        """One create on its own statement (`outcome`: what the group statement already answered), with the
+        near-limit protocol of quotas.py when a scope is tight."""
         async with self.rows.hold((tenant, new_id)), self.db.connection(how) as connection:
             repo = SessionRepository(connection)
-            if session_id is not None:
-                outcome = await repo.insert(
-                    tenant, new_id, new, how=how, limits=quota.limits, headroom=QUOTA_HEADROOM
-                )
-            if outcome.session is None and outcome.retired_reason is None and outcome.tight_scopes:
+            if outcome is None:
+                async with idempotency.transaction_if(connection, claim):
+                    outcome = await repo.insert(
+                        tenant,
+                        new_id,
+                        new,
+                        how=how,
+                        limits=quota.limits,
+                        headroom=QUOTA_HEADROOM,
+                        claim=claim,
+                    )
+            if (
+                outcome.session is None
+                and outcome.remembered is None
+                and outcome.retired_reason is None
+                and outcome.tight_scopes
+            ):
                 outcome = await quotas.create_near_limit(
                     repo,
                     tenant,
@@ -132,8 +201,11 @@ class SessionService:
                     quota=quota,
                     tight=outcome.tight_scopes,
                     tombstone_seconds=self.settings.tombstone_retention_seconds,
+                    claim=claim,
                 )
-        return self._finish_create(tenant, how, quota, outcome)
+        if outcome.remembered is not None:
+            return Created(idempotency.replayed(tenant, outcome.remembered, claim), replayed=True)
+        return Created(self._finish_create(tenant, how, quota, outcome))
 
     def _finish_create(
         self, tenant: str, how: str, quota: TenantQuota, outcome: InsertOutcome
@@ -196,6 +268,8 @@ class SessionService:
             # It should have written but its row was gone: ended (e.g. purged at its expiry) meanwhile.
             metrics.count_touch(tenant, "not_found")
             raise SessionNotFound()
+        if outcome.limits is not None:  # counted in memory, never a write (app/request_limits.py)
+            self.limiter.admit(tenant, session_id, outcome.limits)
         metrics.count_touch(tenant, "written" if outcome.written else "throttled")
         return Touched(id=session_id, expires_at=outcome.expires_at)
 
@@ -286,7 +360,7 @@ class SessionService:
     @within_deadline
     async def list(
         self, tenant: str, filters: dict[str, str], cursor: str | None, limit: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         after = rules.decode_cursor(cursor) if cursor is not None else None
         reader = self.reads.database()  # a standby may serve it (read_replica.py)
         async with self.heavy_reads.admit(tenant), reader.connection("list") as connection:
@@ -323,11 +397,17 @@ class SessionService:
             raise self._not_changed(tenant, "delete", lookup, principal)
         metrics.count_ended(tenant, "deleted", lifetime)
 
-    async def revoke(self, tenant: str, filters: dict[str, str]) -> int:
-        """End every live session matching all filters (reason `revoked`), in bounded batches; idempotent."""
-        if not filters:
+    async def revoke(self, tenant: str, filters: dict[str, str], *, everything: bool = False) -> int:
+        """End every live session matching all filters (reason `revoked`), in bounded batches; idempotent.
+        `everything` (`?all=true`) ends every live session of the tenant, and takes no filters."""
+        if everything and filters:
             raise ValidationFailed.one(
-                "principal", "revocation needs at least one filter: principal, client_id, owner or kind"
+                "all", "all=true clears the whole tenant; it cannot be combined with filters"
+            )
+        if not filters and not everything:
+            raise ValidationFailed.one(
+                "principal",
+                "revocation needs at least one filter: principal, client_id, owner or kind (or all=true)",
             )
         revoked = 0
         while True:
@@ -351,23 +431,36 @@ class SessionService:
             )
 
     @within_deadline
-    async def rotate(self, tenant: str, session_id: str, principal: str | None) -> dict[str, Any]:
-        """Give a live session a new minted id atomically; the old id ends with reason `rotated`."""
+    async def rotate(
+        self, tenant: str, session_id: str, principal: str | None, idempotency_key: str | None = None
+    ) -> Created:
+        """Give a live session a new minted id atomically; the old id ends with reason `rotated`. With an
+        `idempotency_key`, a retry answers with the session the first attempt rotated to."""
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
+        claim = self._claim(idempotency_key, idempotency.rotate_fingerprint(session_id, principal))
+        return await idempotency.retrying(lambda: self._rotate_one(tenant, session_id, principal, claim))
+
+    async def _rotate_one(
+        self, tenant: str, session_id: str, principal: str | None, claim: IdempotencyClaim | None
+    ) -> Created:
         async with self.rows.hold((tenant, session_id)), self.db.connection("rotate") as connection:
             repo = SessionRepository(connection)
-            rotated = await repo.rotate(
-                tenant,
-                session_id,
-                rules.mint_session_id(),
-                principal=principal,
-                tombstone_seconds=self.settings.tombstone_retention_seconds,
-            )
-            if rotated is None:
+            async with idempotency.transaction_if(connection, claim):
+                rotated, remembered = await repo.rotate(
+                    tenant,
+                    session_id,
+                    rules.mint_session_id(),
+                    principal=principal,
+                    tombstone_seconds=self.settings.tombstone_retention_seconds,
+                    claim=claim,
+                )
+            if rotated is None and remembered is None:
                 lookup = await repo.get(tenant, session_id)
+        if remembered is not None:
+            return Created(idempotency.replayed(tenant, remembered, claim), replayed=True)
         if rotated is None:
             raise self._not_changed(tenant, "rotate", lookup, principal)
         metrics.count_ended(tenant, "rotated", None)
         metrics.count_created(tenant, "rotated")
-        return rotated
+        return Created(rotated)

@@ -46,7 +46,8 @@ from app.config import load_settings
 from app.db import Database
 from app.migrate import upgrade
 from app.purge import purge_once
-from app.repository import NewSession, QuotaLimits, SessionRepository
+from app.records import NewSession, QuotaLimits
+from app.repository import SessionRepository
 from app.sql import create as create_sql
 from app.sql import touch as touch_sql
 
@@ -62,6 +63,9 @@ NEW = NewSession(
     metadata={"upstream": "https://mcp.example/svc", "region": "eu-west-1"},
     idle_timeout_seconds=1800,
     max_lifetime_seconds=28800,
+    max_requests=0,
+    max_requests_per_minute=0,
+    warning_seconds=0,
 )
 CROWDED = dataclasses.replace(NEW, client_id="crowded")
 
@@ -240,10 +244,10 @@ async def measure(cluster: Cluster, sessions: int) -> dict[str, Any]:
         await probe.execute(
             """INSERT INTO sessions (tenant, id, kind, client_id, owner, metadata, version,
                                      idle_timeout_seconds, max_lifetime_seconds,
-                                     created_at, last_seen_at, expires_at, purge_after)
+                                     created_at, last_seen_at, expires_at, check_at)
                SELECT 'tenant-' || (n % 10), 'live-' || n, 'mcp', 'claude', 'gw-1',
                       '{"upstream": "https://mcp.example/svc", "region": "eu-west-1"}', 1, 1800, 28800,
-                      now(), now(), now() + interval '30 minutes', now() + interval '40 minutes'
+                      now(), now(), now() + interval '30 minutes', now() + interval '30 minutes'
                  FROM generate_series(1, $1::int) AS n""",
             sessions,
         )
@@ -333,10 +337,10 @@ async def measure(cluster: Cluster, sessions: int) -> dict[str, Any]:
         # Rows that expired an hour ago, for the purge: written by the bench, not by time passing.
         await probe.execute(
             """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                     max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+                                     max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
                SELECT 'tenant-' || (n % 10), 'expired-' || n, 'mcp', '{}', 1, 60, 3600,
                       now() - interval '2 hours', now() - interval '2 hours', now() - interval '1 hour',
-                      now() - interval '50 minutes'
+                      now() - interval '1 hour'
                  FROM generate_series(1, $1::int) AS n""",
             purged,
         )

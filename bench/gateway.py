@@ -11,7 +11,7 @@ Everything runs on this machine, on loopback, as separate processes:
   default settings: a touch writes at most once a minute per session);
 - **own, cache off / on**: two replicas of `examples/fleet/sdk_server.py` in mode `own` (stateless
   python SDK app + `BrokerSessionMiddleware`) behind the strict round-robin proxy, without and with
-  the touch near-cache (window `--window`, default 2 s);
+  the touch near-cache (window `--window`, default 30 s; events end a cached session within a second);
 - **register, cache off / on**: two replicas in mode `register` (the SDK's stateful app with
   `BrokerAwareSessionManager` + the middleware in register mode; every session is adopted by the
   replica that did not open it during the warm-up), without and with the near-cache;
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured window per setup")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sessions", type=int, default=64)
-    parser.add_argument("--window", type=float, default=2.0, help="near-cache window, seconds")
+    parser.add_argument("--window", type=float, default=30.0, help="near-cache window, seconds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (Debian package `wrk`; `make bench-gateway` installs it)")

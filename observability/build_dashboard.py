@@ -191,6 +191,20 @@ def build() -> dict[str, Any]:
         ],
         unit="ops",
     )
+    d.panel(
+        "Expiry warnings and request-limit refusals / s",
+        "session.expiring events written, and touches refused with 429 by a per-session request limit "
+        "(max_requests, max_requests_per_minute).",
+        [
+            (f"sum({rate(f'session_broker_expiry_warnings_total{{{T}}}')}) or on() vector(0)", "warnings"),
+            (
+                f"sum by (limit) ({rate(f'session_broker_session_requests_limited_total{{{T}}}')})"
+                " or on() vector(0)",
+                "refused {{limit}}",
+            ),
+        ],
+        unit="ops",
+    )
 
     d.row("HTTP API")
     http = "session_broker_http_requests_total"
@@ -253,6 +267,13 @@ def build() -> dict[str, Any]:
         "From session_broker_db_errors_total.",
         [(or_zero(sum_by("kind", rate("session_broker_db_errors_total"))), "{{kind}}")],
         unit="ops",
+    )
+    d.panel(
+        "Expiry notice delay",
+        "From a session's expiry to the purge statement that recorded it (event, counters, tombstone): "
+        "normally within twice SESSION_BROKER_PURGE_INTERVAL_SECONDS.",
+        quantiles("session_broker_expiry_notice_delay_seconds_bucket", "", (0.5, 0.99), ""),
+        unit="s",
     )
     d.panel(
         "Purge backlog",

@@ -1,4 +1,7 @@
-"""Print (or, with --write, update in README.md) the configuration table made from app.config.Settings."""
+"""Print (or, with --write, update in README.md) the configuration table made from app.config.Settings.
+
+--write also copies README's Deploying section to the chart's DEPLOYING.md, which ships with the chart.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ from pathlib import Path
 
 from app.config import ENV_PREFIX, Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DEPLOYING = ROOT / "helm" / "session-broker" / "DEPLOYING.md"
+DEPLOYING_HEADING = "## Deploying on Kubernetes"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
@@ -28,6 +34,8 @@ def readme_with_table(text: str) -> str:
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        README.write_text(readme_with_table(README.read_text()))
+        text = readme_with_table(README.read_text())
+        README.write_text(text)
+        DEPLOYING.write_text(text[text.index(DEPLOYING_HEADING) :])
     else:
         print(table())

@@ -7,6 +7,7 @@ imports from another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -59,7 +60,14 @@ def free_port() -> int:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"api_keys": API_KEYS, "admin_api_keys": ADMIN_KEY, "log_format": "text"}
+    """Test settings. The purge loop is off unless a test turns it on (`purge_enabled=True`): at its
+    default interval of a second it would race the tests that run `purge_once` themselves."""
+    values: dict[str, Any] = {
+        "api_keys": API_KEYS,
+        "admin_api_keys": ADMIN_KEY,
+        "log_format": "text",
+        "purge_enabled": False,
+    }
     if via_pgbouncer():
         values["db_prepared_statements"] = False
     values.update(overrides)
@@ -105,7 +113,9 @@ def ts(value: str) -> datetime:
 
 
 async def age(raw_db: asyncpg.Connection, session_id: str, seconds: float) -> None:
-    """Pretend the session was last seen `seconds` ago (moves every timestamp back together)."""
+    """Pretend the session was last seen `seconds` ago (moves its public timestamps back together), for
+    what reads and touches decide from them. The purge's `check_at` stays: the purge does not see an aged
+    session early, so purge tests let sessions really expire instead."""
     await raw_db.execute(
         """UPDATE sessions SET created_at = created_at - $2 * interval '1 second',
                                last_seen_at = last_seen_at - $2 * interval '1 second',
@@ -222,24 +232,80 @@ async def events_of(raw_db: asyncpg.Connection, session_id: str) -> list[tuple[s
     return [(row["type"], json.loads(row["data"])) for row in rows]
 
 
-async def expire_all(raw_db: asyncpg.Connection, seconds: int = 700) -> None:
-    """Move every session `seconds` into the past (past expiry and past its purge_after step)."""
-    await raw_db.execute(
-        """UPDATE sessions SET created_at = created_at - $1 * interval '1 second',
-               last_seen_at = last_seen_at - $1 * interval '1 second',
-               expires_at = LEAST(expires_at, now()) - $1 * interval '1 second',
-               purge_after = LEAST(purge_after, now()) - $1 * interval '1 second'""",
-        seconds,
-    )
-
-
 async def expired_rows(raw_db: asyncpg.Connection, count: int) -> None:
-    """`count` sessions of tenant `bulk`, past expiry and past their purge_after step."""
+    """`count` sessions of tenant `bulk` that expired an hour ago, for batch sizes no test can create over
+    HTTP in reasonable time. Each row is what a create two hours ago (60 s idle timeout, no expiry
+    warnings) would have written and no touch has changed since: `check_at` is its `expires_at`, as
+    `fragments.first_expiry` sets it. So the purge must find them through its real selection (the
+    check_at index), exactly as it finds sessions that expired on their own; no column is set to look due
+    beyond what the expiry itself implies."""
     await raw_db.execute(
         """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
            SELECT 'bulk', 'old-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
-                  now() - interval '2 hours', now() - interval '1 hour', now() - interval '50 minutes'
+                  now() - interval '2 hours', now() - interval '2 hours' + interval '60 seconds',
+                  now() - interval '2 hours' + interval '60 seconds'
              FROM generate_series(1, $1::int) AS n""",
         count,
     )
+
+
+class EventStream:
+    """A client of one server's `GET /v1/events` (from now on) that notes when each frame of `types`
+    arrives: `arrivals[session_id]` is a list of (arrival time, event type, payload)."""
+
+    def __init__(self, server: LiveServer, api_key: str, types: set[str]) -> None:
+        self.server = server
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.types = types
+        self.arrivals: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
+        self.opened = asyncio.Event()
+        self.arrived = asyncio.Event()  # set on every frame of `types`
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EventStream:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.opened.wait(), 10)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _read(self) -> None:
+        async with (
+            httpx.AsyncClient(timeout=None) as client,
+            client.stream("GET", self.server.base_url + "/v1/events", headers=self.headers) as response,
+        ):
+            assert response.status_code == 200
+            frame: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line == "":
+                    if frame.get("event") == "stream.open":
+                        self.opened.set()
+                    elif frame.get("event") in self.types:
+                        payload = json.loads(frame["data"])
+                        entry = (time.time(), frame["event"], payload)
+                        self.arrivals.setdefault(payload["session_id"], []).append(entry)
+                        self.arrived.set()
+                    frame = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    frame[name] = value
+
+    def of(self, session_id: str, event_type: str) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival time, payload) of the frames of one type for one session."""
+        return [
+            (at, payload) for at, kind, payload in self.arrivals.get(session_id, []) if kind == event_type
+        ]
+
+    async def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `done()` holds (checked as frames arrive) or `timeout` passes; whether it held."""
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), max(0.0, deadline - time.monotonic()))
+        return done()

@@ -74,6 +74,7 @@ ADMIN_AND_MAINTENANCE = {
     read_sql.ALL_COUNTER_TOTALS.sql: "admin stats",
     purge_sql.PURGE_SESSIONS.sql: "purge",
     purge_sql.PURGE_TOMBSTONES.sql: "purge",
+    purge_sql.PURGE_IDEMPOTENCY_KEYS.sql: "purge",
     purge_sql.PURGE_EVENTS.sql: "purge",
     fleet_sql.COUNT_SESSIONS_CHUNK.sql: "fleet gauges",
     fleet_sql.STORE_GAUGES.sql: "fleet gauges",

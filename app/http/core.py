@@ -15,9 +15,11 @@ from app.errors import ValidationFailed
 from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.rules import etag, is_valid_session_id
 from app.schemas import SessionCreate, TouchRequest
-from app.service import SessionService
+from app.service import Created, SessionService
 
 SESSIONS_PATH = "/v1/sessions"
+# On an answer repeated from a remembered Idempotency-Key (the body is the first answer's, byte for byte).
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def decode_session_id(segment: str) -> str:
@@ -34,6 +36,14 @@ def session_response(session: dict[str, Any], status_code: int = 200, *, created
     return json_response(session, status_code, headers)
 
 
+def created_response(created: Created) -> Response:
+    """201 for a session that came into existence, now or (replayed) for the first request of its key."""
+    response = session_response(created.session, 201, created=True)
+    if created.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
 async def touch_session(
     service: SessionService, tenant: str, segment: str, principal: str | None, body: bytes, content_type: str
 ) -> Response:
@@ -43,12 +53,18 @@ async def touch_session(
 
 
 async def create_session(
-    service: SessionService, tenant: str, body: bytes, content_type: str, segment: str | None = None
+    service: SessionService,
+    tenant: str,
+    body: bytes,
+    content_type: str,
+    segment: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Response:
-    """Create with a minted id, or register the id in `segment` (422 for an impossible id)."""
+    """Create with a minted id, or register the id in `segment` (422 for an impossible id); with an
+    `idempotency_key` (from `headers.idempotency_key_of`), a retry answers what the first request did."""
     session_id = None if segment is None else decode_session_id(segment)
     if session_id is not None and not is_valid_session_id(session_id):
         raise ValidationFailed.one("session_id", "must be 1-255 characters of visible ASCII (0x21-0x7E)")
     request = parse_json_body(body, content_type, SessionCreate, JSON_TYPES) or SessionCreate()
-    session = await service.create(tenant, request, session_id=session_id)
-    return session_response(session, 201, created=True)
+    created = await service.create(tenant, request, session_id=session_id, idempotency_key=idempotency_key)
+    return created_response(created)

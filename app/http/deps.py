@@ -11,9 +11,12 @@ from app.errors import AdminRequired
 from app.http.bodies import read_body
 from app.http.headers import (
     AUTHORIZATION,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_PATTERN,
     SESSION_PRINCIPAL,
     authenticate_tenant,
     authorization_of,
+    idempotency_key_of,
     principal_of,
     read_headers,
 )
@@ -22,6 +25,7 @@ from app.state import BrokerState, Runtime
 
 _AUTHORIZATION = frozenset({AUTHORIZATION})
 _PRINCIPAL = frozenset({SESSION_PRINCIPAL})
+_IDEMPOTENCY_KEY = frozenset({IDEMPOTENCY_KEY})
 
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool.
@@ -80,6 +84,23 @@ async def body_of(request: Request) -> bytes:
     return await read_body(request.receive, _broker(request).settings.http_body_timeout_seconds)
 
 
+async def idempotency_key_dependency(
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="makes the request safe to retry: the same key with the same request within "
+            "IDEMPOTENCY_KEY_RETENTION_SECONDS answers what the first one did (201, the same session) "
+            "instead of doing it again; with a different request, 422 `idempotency-key-reused`",
+            json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+        ),
+    ] = None,
+) -> str | None:
+    # As for Session-Principal: documented here, read and validated like the hot path does.
+    return idempotency_key_of(read_headers(request.scope, _IDEMPOTENCY_KEY))
+
+
 BrokerDep = Annotated[BrokerState, Depends(broker_of)]
 BodyDep = Annotated[bytes, Depends(body_of)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
@@ -87,6 +108,7 @@ ServiceDep = Annotated[SessionService, Depends(service_of)]
 TenantDep = Annotated[str, Depends(tenant_of)]
 AdminDep = Annotated[Caller, Depends(admin_of)]
 PrincipalDep = Annotated[str | None, Depends(principal_dependency)]
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key_dependency)]
 # No pattern check on purpose: an impossible id is "no such session" (404), except on register (422).
 SessionIdPath = Annotated[
     str,

@@ -1,12 +1,13 @@
 """Reading request headers the same way on every route, the hot paths included.
 
-Authorization and Session-Principal decide who a request acts for, so each must appear at most once:
-a second copy is refused with 400 rather than resolved by "first wins" or "last wins", which different
-proxies and frameworks disagree on.
+Authorization and Session-Principal decide who a request acts for, and Idempotency-Key whether a create
+happens at all, so each must appear at most once: a second copy is refused with 400 rather than resolved
+by "first wins" or "last wins", which different proxies and frameworks disagree on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -17,7 +18,15 @@ from app.schemas import normalise_principal
 AUTHORIZATION = b"authorization"
 SESSION_PRINCIPAL = b"session-principal"
 CONTENT_TYPE = b"content-type"
-_ONCE_ONLY = {AUTHORIZATION: "Authorization", SESSION_PRINCIPAL: "Session-Principal"}
+IDEMPOTENCY_KEY = b"idempotency-key"
+_ONCE_ONLY = {
+    AUTHORIZATION: "Authorization",
+    SESSION_PRINCIPAL: "Session-Principal",
+    IDEMPOTENCY_KEY: "Idempotency-Key",
+}
+# Like session ids: 1-255 visible ASCII characters (UUIDs, ULIDs, random tokens all fit).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 Scope = MutableMapping[str, Any]
 
@@ -63,3 +72,15 @@ def principal_of(headers: dict[bytes, bytes]) -> str | None:
 
 def content_type_of(headers: dict[bytes, bytes]) -> str:
     return headers.get(CONTENT_TYPE, b"").decode("latin-1")
+
+
+def idempotency_key_of(headers: dict[bytes, bytes]) -> str | None:
+    """The request's Idempotency-Key (app/idempotency.py), or None; 422 naming the header when it cannot
+    be one."""
+    value = headers.get(IDEMPOTENCY_KEY)
+    if value is None:
+        return None
+    key = value.decode("latin-1")
+    if _IDEMPOTENCY_KEY.match(key) is None:
+        raise ValidationFailed.one("Idempotency-Key", "must be 1-255 visible ASCII characters")
+    return key

@@ -22,9 +22,11 @@ from app.http.errors import response_for
 from app.http.headers import (
     AUTHORIZATION,
     CONTENT_TYPE,
+    IDEMPOTENCY_KEY,
     SESSION_PRINCIPAL,
     authenticate_tenant,
     content_type_of,
+    idempotency_key_of,
     principal_of,
     read_headers,
 )
@@ -33,17 +35,20 @@ from app.state import BrokerState
 SESSIONS_PREFIX = "/v1/sessions/"
 TOUCH_SUFFIX = "/touch"
 _HEADERS = frozenset({AUTHORIZATION, SESSION_PRINCIPAL, CONTENT_TYPE})
+_CREATE_HEADERS = _HEADERS | {IDEMPOTENCY_KEY}
 
 
 class _Route:
-    """What the metrics and access-log middlewares read from `scope["route"]`."""
+    """What the metrics and access-log middlewares read from `scope["route"]`, and the headers the
+    handler reads (the route's own, as its FastAPI twin reads them)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, headers: frozenset[bytes]) -> None:
         self.path = path
+        self.headers = headers
 
 
-TOUCH_ROUTE = _Route("/v1/sessions/{session_id}/touch")
-CREATE_ROUTE = _Route(core.SESSIONS_PATH)
+TOUCH_ROUTE = _Route("/v1/sessions/{session_id}/touch", _HEADERS)
+CREATE_ROUTE = _Route(core.SESSIONS_PATH, _CREATE_HEADERS)
 
 Handler = Callable[[BrokerState, Scope, str, dict[bytes, bytes], bytes], Awaitable[Response]]
 
@@ -75,7 +80,13 @@ async def _touch(
 async def _create(
     broker: BrokerState, scope: Scope, tenant: str, headers: dict[bytes, bytes], body: bytes
 ) -> Response:
-    return await core.create_session(broker.runtime.service, tenant, body, content_type_of(headers))
+    return await core.create_session(
+        broker.runtime.service,
+        tenant,
+        body,
+        content_type_of(headers),
+        idempotency_key=idempotency_key_of(headers),
+    )
 
 
 def hot_handler(scope: Scope) -> tuple[_Route, Handler] | None:
@@ -102,7 +113,7 @@ class HotPaths:
         scope["route"] = route
         broker = self.broker
         try:
-            headers = read_headers(scope, _HEADERS)
+            headers = read_headers(scope, route.headers)
             tenant = authenticate_tenant(scope, broker.keys, headers)
             body = await read_body(receive, broker.settings.http_body_timeout_seconds)
             response = await handler(broker, scope, tenant, headers, body)

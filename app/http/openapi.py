@@ -83,8 +83,13 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 branches = parameter.get("schema", {}).get("anyOf")
                 if branches and {"type": "null"} in branches and len(branches) == 2:
                     kept = next(branch for branch in branches if branch != {"type": "null"})
-                    title = parameter["schema"].get("title")
-                    parameter["schema"] = {**kept, **({"title": title} if title else {})}
+                    # What was said of the whole (title, a documented pattern) stays; a null default goes.
+                    outer = {
+                        k: v
+                        for k, v in parameter["schema"].items()
+                        if k not in ("anyOf", "default", "description")
+                    }
+                    parameter["schema"] = {**kept, **outer}
             # FastAPI documents its own 422 shape for every route with parameters; ours is problem+json.
             responses = operation.get("responses", {})
             error = responses.get("422")

@@ -33,10 +33,10 @@ REVOKE_FILTERS = ("principal", "client_id", "owner", "kind")
 
 def _revoke(filters: tuple[str, ...]) -> Statement:
     """End up to `:batch` live sessions matching every filter (reason `revoked`); filter values are bound
-    under the filter's own name."""
+    under the filter's own name. No filters: every live session of the tenant (`?all=true`)."""
     conditions = "".join(f" AND {name} = :{name}" for name in filters)
     return Statement(
-        "revoke_by_" + "_".join(filters),
+        "revoke_by_" + "_".join(filters) if filters else "revoke_all",
         f"""
 WITH doomed AS (
     -- FOR UPDATE (not SKIP LOCKED): a session being touched right now must be revoked too, not skipped.
@@ -46,10 +46,11 @@ WITH doomed AS (
     )
 
 
-# One statement per combination of filters (in REVOKE_FILTERS order), so each has its own plan.
+# One statement per combination of filters (in REVOKE_FILTERS order), so each has its own plan; the empty
+# combination clears the whole tenant.
 REVOKE = {
     names: _revoke(names)
-    for size in range(1, len(REVOKE_FILTERS) + 1)
+    for size in range(len(REVOKE_FILTERS) + 1)
     for names in combinations(REVOKE_FILTERS, size)
 }
 

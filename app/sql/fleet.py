@@ -34,14 +34,17 @@ COUNT_SESSIONS_CHUNK = Statement(
     "count_sessions_chunk",
     """
 SELECT tenant, kind, count(*) FILTER (WHERE expires_at > now()) AS live,
-       count(*) FILTER (WHERE purge_after <= now()) AS backlog
+       count(*) FILTER (WHERE expires_at <= now()) AS backlog
   FROM sessions
  WHERE ctid >= :start::tid AND ctid < :stop::tid
  GROUP BY tenant, kind
 """,
 )
 
-# Parallel arrays of tenant, kind, live; `:backlog` the purge backlog.
+# Parallel arrays of tenant, kind, live; `:backlog` the purge backlog (expired rows not yet purged). Also
+# a snapshot per tenant of its live count and its totals (counters and lifetime buckets) for window
+# analytics, and the trimming of snapshots older than `:history_seconds` (docs/design.md, "Window
+# analytics").
 STORE_GAUGES = Statement(
     "store_gauges",
     """
@@ -54,6 +57,23 @@ WITH fresh AS (
 ), stored AS (
     INSERT INTO fleet_gauges AS g (tenant, kind, live) SELECT tenant, kind, live FROM fresh
     ON CONFLICT (tenant, kind) DO UPDATE SET live = EXCLUDED.live
+), counters AS (
+    SELECT tenant, jsonb_object_agg(name, total) AS counters
+      FROM (SELECT tenant, name, sum(value) AS total FROM session_counters GROUP BY 1, 2) AS c
+     GROUP BY tenant
+), lifetimes AS (
+    SELECT tenant, jsonb_object_agg(bucket::text, jsonb_build_array(ended, seconds)) AS lifetimes
+      FROM (SELECT tenant, bucket, sum(ended) AS ended, sum(seconds) AS seconds
+              FROM session_lifetime_counters GROUP BY 1, 2) AS l
+     GROUP BY tenant
+), snapshot AS (
+    INSERT INTO stats_snapshots (tenant, taken_at, live, totals)
+    SELECT c.tenant, now(), COALESCE((SELECT sum(f.live) FROM fresh AS f WHERE f.tenant = c.tenant), 0),
+           jsonb_build_object('counters', c.counters, 'lifetimes', COALESCE(l.lifetimes, '{}'::jsonb))
+      FROM counters AS c LEFT JOIN lifetimes AS l ON l.tenant = c.tenant
+    ON CONFLICT (tenant, taken_at) DO NOTHING
+), trimmed AS (
+    DELETE FROM stats_snapshots WHERE taken_at < now() - :history_seconds::float8 * interval '1 second'
 )
 INSERT INTO broker_state AS b (key, value, updated_at) VALUES ('purge_backlog', :backlog::bigint, now())
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()

@@ -12,11 +12,6 @@ Conventions of every statement (see docs/design.md, "Statements"):
 
 from __future__ import annotations
 
-# How far ahead of `expires_at` a write pushes the indexed `purge_after` column. A touch rewrites
-# `purge_after` (a non-HOT update, because it is indexed) only when `expires_at` overtakes it, i.e. at most
-# once per step per session; all other touch writes change unindexed columns only and can be HOT.
-PURGE_AFTER_STEP_SECONDS = 600
-
 # Counter increments go to one of 16 rows per (tenant, counter), chosen at random, so that concurrent
 # creates from many replicas do not queue on one row lock. A total is the sum of its shards.
 SHARD = "floor(random() * 16)::smallint"
@@ -31,10 +26,15 @@ EVENT_POSITION = (
 
 SESSION_COLUMNS = (
     "id, kind, principal, client_id, owner, protocol_version, metadata, version, "
-    "idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at"
+    "idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at, "
+    "max_requests, max_requests_per_minute"
 )
 LIFETIME_END = "created_at + max_lifetime_seconds * interval '1 second'"
 EXPIRY_REASON = f"CASE WHEN expires_at >= {LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END"
+# Lifetime bucket b holds lifetimes in [2^(b/4), 2^((b+1)/4)) seconds (bucket 0 also everything shorter
+# than a second), so a percentile read from the buckets is exact to within 19 %. 80 reaches past 7 days.
+LIFETIME_BUCKETS = 81
+LIFETIME_BUCKET = "LEAST(80, floor(4 * ln(GREATEST(({lifetime})::float8, 1)) / ln(2)))::smallint"
 # Columns a CTE of ended sessions must expose for `ending_effects` and `ended_events`.
 ENDED_COLUMNS = "tenant, id, kind, principal, client_id, created_at"
 
@@ -45,12 +45,73 @@ LIVE_AND_BOUND = """tenant = :tenant AND id = :id AND expires_at > now()
        AND (:principal::text IS NULL OR principal IS NULL OR principal = :principal::text)"""
 
 
-def first_expiry(idle: str, lifetime: str) -> str:
-    """`expires_at` and `purge_after` of a session created now with these timeouts (SQL expressions)."""
-    return (
-        f"now() + LEAST({idle}, {lifetime}) * interval '1 second', "
-        f"now() + (LEAST({idle}, {lifetime}) + {PURGE_AFTER_STEP_SECONDS}) * interval '1 second'"
-    )
+def next_check(expires_at: str, warning: str) -> str:
+    """When the purge must look at a live session next (`check_at`): its expiry warning time while that
+    is still ahead (`warning` seconds before `expires_at`; 0: warnings off), else its expiry. Never later
+    than anything that can happen to the session, since a touch only moves `expires_at` forward
+    (docs/design.md, "Purge")."""
+    warn_at = f"{expires_at} - {warning}::int * interval '1 second'"
+    return f"CASE WHEN {warn_at} > now() THEN {warn_at} ELSE {expires_at} END"
+
+
+def first_expiry(idle: str, lifetime: str, warning: str) -> str:
+    """`expires_at` and `check_at` of a session created now with these timeouts (SQL expressions). The
+    first check is the warning time even when that has passed already (a session shorter than the
+    warning window is inside it from birth, and is warned by the next purge run)."""
+    expires_at = f"now() + LEAST({idle}, {lifetime}) * interval '1 second'"
+    return f"{expires_at}, {expires_at} - {warning}::int * interval '1 second'"
+
+
+# Per-session request limits (docs/design.md, "Request limits"): what a touch returns about row `s` so the
+# service can admit or refuse it. Counts are what replicas have synced so far; the minute windows are
+# numbered from the session's creation, on the database clock.
+def request_limit_columns(row: str) -> str:
+    window = f"floor(EXTRACT(EPOCH FROM now() - {row}.created_at) / 60)::int"
+    return f"""{row}.max_requests, {row}.max_requests_per_minute, {row}.request_count, {row}.created_at,
+           {window} AS rate_window,
+           CASE WHEN {row}.rate_window = {window} THEN {row}.rate_count ELSE 0 END AS rate_count,
+           60 - mod(EXTRACT(EPOCH FROM now() - {row}.created_at)::numeric, 60)::float8 AS window_left"""
+
+
+def request_limit_reached(row: str) -> str:
+    """True when the synced counts of `row` (with `request_limit_columns`) already reach a limit: such a
+    touch is refused, so it must not slide the expiry either."""
+    return f"""(({row}.max_requests > 0 AND {row}.request_count >= {row}.max_requests)
+            OR ({row}.max_requests_per_minute > 0 AND {row}.rate_count >= {row}.max_requests_per_minute))"""
+
+
+# Idempotent creates and rotations (docs/design.md, "Idempotent create"): the remembered answer to
+# `:idempotency_key`, the guard that writes nothing when there is one, and the record of a new answer
+# (the session as created) in the statement that creates it. `key_recorded` false with a session written
+# means a concurrent request with the same key committed first: the caller rolls back and asks again.
+IDEMPOTENCY_REMEMBERED = """remembered_key AS (
+    SELECT fingerprint, response FROM idempotency_keys
+     WHERE tenant = :tenant AND key = :idempotency_key AND forget_after > now()
+)"""
+IDEMPOTENCY_GUARD = "\n       AND NOT EXISTS (SELECT 1 FROM remembered_key)"
+IDEMPOTENCY_OUTCOME = """(SELECT fingerprint FROM remembered_key) AS key_fingerprint,
+       (SELECT response FROM remembered_key) AS key_response,
+       EXISTS (SELECT 1 FROM key_recorded) AS key_recorded"""
+NO_IDEMPOTENCY_OUTCOME = (
+    "NULL::text AS key_fingerprint, NULL::json AS key_response, NULL::boolean AS key_recorded"
+)
+
+
+def idempotency_record(source: str) -> str:
+    """A CTE `key_recorded` remembering `:idempotency_key` with the session in `source` as its answer; an
+    expired record of the key (not yet purged) is replaced, a live one is left alone."""
+    return f"""
+, key_recorded AS (
+    INSERT INTO idempotency_keys AS k (tenant, key, fingerprint, response, created_at, forget_after)
+    SELECT :tenant, :idempotency_key, :fingerprint, to_json(w), now(),
+           now() + :key_retention_seconds::int * interval '1 second'
+      FROM {source} AS w
+    ON CONFLICT (tenant, key) DO UPDATE
+       SET fingerprint = EXCLUDED.fingerprint, response = EXCLUDED.response, created_at = EXCLUDED.created_at,
+           forget_after = EXCLUDED.forget_after
+     WHERE k.forget_after <= now()
+    RETURNING 1
+)"""
 
 
 def ended_reason(tenant: str, session_id: str) -> str:
@@ -101,6 +162,15 @@ def ending_effects(source: str, retention: str | None) -> str:
     INSERT INTO session_counters AS c (tenant, name, shard, value)
     SELECT tenant, 'ended:' || reason, {SHARD}, count(*) FROM {source} GROUP BY tenant, reason
     ON CONFLICT (tenant, name, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+), lifetimes_counted AS (
+    -- For window analytics (mean and 95th percentile of lifetimes). A rotation moves the session to a
+    -- new id; it does not end its life, so it is left out.
+    INSERT INTO session_lifetime_counters AS c (tenant, bucket, shard, ended, seconds)
+    SELECT tenant, {LIFETIME_BUCKET.format(lifetime="EXTRACT(EPOCH FROM ended_at - created_at)")}, {SHARD},
+           count(*), sum(GREATEST(EXTRACT(EPOCH FROM ended_at - created_at)::float8, 0))
+      FROM {source} WHERE reason <> 'rotated' GROUP BY 1, 2
+    ON CONFLICT (tenant, bucket, shard) DO UPDATE
+       SET ended = c.ended + EXCLUDED.ended, seconds = c.seconds + EXCLUDED.seconds
 )"""
 
 
@@ -111,6 +181,17 @@ def ended_events(source: str, ord_: int = 1) -> str:
            json_build_object('id', id, 'reason', reason, 'kind', kind, 'principal', principal,
                              'client_id', client_id, 'created_at', created_at, 'ended_at', ended_at,
                              'lifetime_seconds', EXTRACT(EPOCH FROM ended_at - created_at)::float8) AS data
+      FROM {source}"""
+
+
+def expiring_events(source: str, ord_: int = 3) -> str:
+    """`session.expiring` rows for the live sessions in `source` (ENDED_COLUMNS + expires_at) that came
+    within the warning window of their expiry."""
+    return f"""
+    SELECT {ord_} AS ord, tenant, 'session.expiring' AS type, id AS session_id, now() AS occurred_at,
+           json_build_object('id', id, 'expires_at', expires_at,
+                             'expires_in_seconds', EXTRACT(EPOCH FROM expires_at - now())::float8,
+                             'kind', kind, 'principal', principal, 'client_id', client_id) AS data
       FROM {source}"""
 
 

@@ -58,10 +58,14 @@ LIST_PAGE = {
     for after in (False, True)
 }
 
+# `active`: created or touched in the last five minutes, as far as touches were written (a throttled
+# touch writes nothing, so its session counts when its last written touch is that recent).
+_ACTIVE = "count(*) FILTER (WHERE last_seen_at >= now() - interval '5 minutes') AS active"
+
 LIVE_BY_KIND = Statement(
     "live_by_kind",
-    """
-SELECT kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
+    f"""
+SELECT kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest, {_ACTIVE}
   FROM sessions WHERE tenant = :tenant AND expires_at > now()
  GROUP BY kind ORDER BY kind
 """,
@@ -75,8 +79,8 @@ COUNTER_TOTALS = Statement(
 # Admin figures: the only reads that span tenants.
 ALL_LIVE_BY_KIND = Statement(
     "all_live_by_kind",
-    """
-SELECT tenant, kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest
+    f"""
+SELECT tenant, kind, count(*) AS live, min(created_at) AS oldest, max(created_at) AS newest, {_ACTIVE}
   FROM sessions WHERE expires_at > now()
  GROUP BY tenant, kind ORDER BY tenant, kind
 """,
@@ -86,6 +90,45 @@ ALL_COUNTER_TOTALS = Statement(
     "all_counter_totals",
     "SELECT tenant, name, sum(value)::bigint AS total FROM session_counters GROUP BY tenant, name",
 )
+
+# Lifetime buckets of ended sessions (see `fragments.LIFETIME_BUCKET`): ended count and summed seconds.
+LIFETIME_TOTALS = Statement(
+    "lifetime_totals",
+    "SELECT bucket, sum(ended)::bigint AS ended, sum(seconds)::float8 AS seconds "
+    "FROM session_lifetime_counters WHERE tenant = :tenant GROUP BY bucket",
+)
+ALL_LIFETIME_TOTALS = Statement(
+    "all_lifetime_totals",
+    "SELECT tenant, bucket, sum(ended)::bigint AS ended, sum(seconds)::float8 AS seconds "
+    "FROM session_lifetime_counters GROUP BY tenant, bucket",
+)
+
+
+def _window_base(tenant_filter: str, name: str) -> Statement:
+    """Per tenant, the snapshot a window of `:window_seconds` is measured from: the latest one taken at or
+    before the window's start, else (history shorter than the window) the earliest; and the highest live
+    count of the snapshots since then."""
+    return Statement(
+        name,
+        f"""
+WITH base AS (
+    SELECT DISTINCT ON (tenant) tenant, taken_at, totals
+      FROM stats_snapshots
+     WHERE {tenant_filter}
+     ORDER BY tenant, taken_at <= now() - :window_seconds::int * interval '1 second' DESC,
+              CASE WHEN taken_at <= now() - :window_seconds::int * interval '1 second' THEN taken_at END DESC,
+              taken_at
+)
+SELECT b.tenant, b.taken_at, b.totals,
+       (SELECT max(s.live) FROM stats_snapshots AS s WHERE s.tenant = b.tenant AND s.taken_at >= b.taken_at)
+           AS peak_live
+  FROM base AS b
+""",
+    )
+
+
+WINDOW_BASE = _window_base("tenant = :tenant", "window_base")
+ALL_WINDOW_BASE = _window_base("true", "all_window_base")
 
 SCHEMA_REVISION = Statement("schema_revision", "SELECT version_num FROM alembic_version LIMIT 1")
 

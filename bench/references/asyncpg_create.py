@@ -18,14 +18,14 @@ TENANT = os.environ.get("BENCH_TENANT", "bench")
 POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "20"))
 IDLE = 1800
 LIFETIME = 28800
-PURGE_GRACE = 600
 
+# check_at (when the purge looks at the row) is the expiry: the service's schema needs it.
 INSERT = """
 INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds, max_lifetime_seconds,
-                      created_at, last_seen_at, expires_at, purge_after)
+                      created_at, last_seen_at, expires_at, check_at)
 VALUES ($1, $2, 'session', $3::jsonb, 1, $4::int, $5::int, now(), now(),
         now() + LEAST($4::int, $5::int) * interval '1 second',
-        now() + (LEAST($4::int, $5::int) + $6::int) * interval '1 second')
+        now() + LEAST($4::int, $5::int) * interval '1 second')
 RETURNING created_at, expires_at
 """
 
@@ -50,8 +50,6 @@ async def create(request: Request) -> Response:
     raw = await request.body()
     metadata = orjson.loads(raw).get("metadata", {}) if raw else {}
     session_id = secrets.token_urlsafe(32)
-    row = await pool.fetchrow(
-        INSERT, TENANT, session_id, orjson.dumps(metadata).decode(), IDLE, LIFETIME, PURGE_GRACE
-    )
+    row = await pool.fetchrow(INSERT, TENANT, session_id, orjson.dumps(metadata).decode(), IDLE, LIFETIME)
     body = orjson.dumps({"id": session_id, "created_at": row["created_at"], "expires_at": row["expires_at"]})
     return Response(content=body, status_code=201, media_type="application/json")

@@ -40,7 +40,7 @@ class Session(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
-    purge_after: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
+    check_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
 
 
 engine: AsyncEngine

@@ -2,7 +2,7 @@
 
 Bounded so CI stays fast: a fixed seed and a fixed number of examples per operation. It fails on any
 5xx, undocumented status code, non-conforming response, or schema-valid request refused (beyond the
-two exceptions in schemathesis.toml, each explained there).
+exceptions in schemathesis.toml, each explained there).
 """
 
 from __future__ import annotations

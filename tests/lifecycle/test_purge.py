@@ -1,10 +1,15 @@
-"""The purge: batches, pacing, time budget, one purger at a time, the CLI command."""
+"""The purge: batches, pacing, time budget, one purger at a time, the CLI command.
+
+Sessions here expire for real (short idle timeouts and real time); nothing backdates an internal column.
+The bulk tests insert rows that expired hours ago through `expired_rows` (see its docstring).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+from datetime import UTC, datetime
 
 import httpx
 
@@ -16,20 +21,27 @@ from tests.helpers import (
     auth,
     create,
     events_of,
-    expire_all,
     expired_rows,
     make_settings,
     path,
     run_command,
+    ts,
 )
+
+
+async def until_expired(*sessions: dict) -> None:
+    """Sleep (real time) until every session's `expires_at` has passed."""
+    latest = max(ts(session["expires_at"]) for session in sessions)
+    await asyncio.sleep(max(0.0, (latest - datetime.now(UTC)).total_seconds()) + 0.05)
 
 
 async def test_purge_deletes_expired_sessions_with_tombstone_event_and_counter(
     client: httpx.AsyncClient, raw_db, db
 ) -> None:
-    expired = await create(client, idle_timeout_seconds=60, kind="basket")
-    await expire_all(raw_db)
+    expired = await create(client, idle_timeout_seconds=1, kind="basket")
     live = await create(client)
+    assert (await purge_once(db, make_settings())).deleted["sessions"] == 0  # not yet due
+    await until_expired(expired)
     result = await purge_once(db, make_settings())
     assert result.deleted["sessions"] == 1 and not result.skipped
     ids = {row["id"] for row in await raw_db.fetch("SELECT id FROM sessions")}
@@ -39,10 +51,55 @@ async def test_purge_deletes_expired_sessions_with_tombstone_event_and_counter(
     assert body["reason"] == "expired_idle"
     ((_, data),) = [event for event in await events_of(raw_db, expired["id"]) if event[0] == "session.ended"]
     assert data["reason"] == "expired_idle" and data["kind"] == "basket"
+    assert ts(data["ended_at"]) == ts(expired["expires_at"])
     ended_at = await raw_db.fetchval("SELECT ended_at FROM session_tombstones WHERE id = $1", expired["id"])
-    assert ended_at is not None and data["ended_at"].startswith(ended_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert ended_at == ts(expired["expires_at"])
     stats = (await client.get("/v1/stats", headers=auth())).json()
     assert stats["ended_total"]["expired_idle"] == 1 and stats["live"] == 1
+
+
+async def test_a_session_touched_past_its_first_expiry_is_rearmed_and_purged_at_its_real_one(
+    client_with, raw_db, db
+) -> None:
+    async with client_with(touch_granularity_seconds=0) as client:
+        session = await create(client, idle_timeout_seconds=2)
+        await asyncio.sleep(1.0)
+        touched = (await client.post(path(session["id"]) + "/touch", headers=auth())).json()
+        await until_expired(session)  # the expiry it was created with: its first check comes due
+        first = await purge_once(db, make_settings())
+        assert first.deleted["sessions"] == 0 and first.rearmed == 1
+        check_at = await raw_db.fetchval("SELECT check_at FROM sessions WHERE id = $1", session["id"])
+        assert check_at == ts(touched["expires_at"])  # armed at its current expiry, not later
+        assert (await purge_once(db, make_settings())).processed == 0  # and not due again before that
+        await until_expired(touched)
+        second = await purge_once(db, make_settings())
+    assert second.deleted["sessions"] == 1
+    ((_, data),) = [event for event in await events_of(raw_db, session["id"]) if event[0] == "session.ended"]
+    assert ts(data["ended_at"]) == ts(touched["expires_at"])
+
+
+async def test_the_purge_reads_only_due_rows_however_large_the_table(raw_db) -> None:
+    # 100,000 live sessions and 10 expired ones: the statement's index scan returns the 10 and nothing
+    # else, so a purge run costs what is due, not what is stored.
+    await raw_db.execute(
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
+           SELECT 'bulk', 'live-' || n, 'mcp', '{}', 1, 1800, 28800, now(), now(),
+                  now() + interval '1800 seconds', now() + interval '1800 seconds'
+             FROM generate_series(1, 100000) AS n"""
+    )
+    await expired_rows(raw_db, 10)
+    await raw_db.execute("ANALYZE sessions")
+    sql, *values = purge_sql.PURGE_SESSIONS.bind(batch=5000, tombstone_seconds=86400, warning_seconds=0)
+    run = raw_db.transaction()
+    await run.start()
+    try:  # EXPLAIN ANALYZE runs the statement: roll it back
+        plan = "\n".join(row[0] for row in await raw_db.fetch("EXPLAIN ANALYZE " + sql, *values))
+    finally:
+        await run.rollback()
+    scan = [line for line in plan.splitlines() if "ix_sessions_check_at" in line]
+    assert scan and "rows=10" in scan[0], plan
+    assert "Seq Scan on sessions" not in plan, plan
 
 
 async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
@@ -88,10 +145,10 @@ async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> 
     # batch; each DELETE must find its rows directly (TID scan), whatever the table's size.
     await raw_db.execute(
         """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
-                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, purge_after)
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
            SELECT 'bulk', 'id-' || n, 'mcp', '{}', 1, 60, 3600, now() - interval '2 hours',
                   now() - interval '2 hours', now() + (n % 2 * 2 - 1) * interval '1 hour',
-                  now() + (n % 2 * 2 - 1) * interval '50 minutes'
+                  now() + (n % 2 * 2 - 1) * interval '1 hour'
              FROM generate_series(1, 20000) AS n;
            INSERT INTO session_tombstones (tenant, id, reason, ended_at, forget_after)
            SELECT 'bulk', 'gone-' || n, 'deleted', now() - interval '2 days',
@@ -100,11 +157,20 @@ async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> 
            INSERT INTO session_events (position, tenant, type, session_id, occurred_at, data)
            SELECT n, 'bulk', 'session.ended', 'gone-' || n, now() - (n % 2 * 3) * interval '1 day', '{}'
              FROM generate_series(1, 20000) AS n;
-           ANALYZE sessions, session_tombstones, session_events"""
+           INSERT INTO idempotency_keys (tenant, key, fingerprint, response, created_at, forget_after)
+           SELECT 'bulk', 'key-' || n, 'f', '{}', now() - interval '2 days',
+                  now() + (n % 2 * 2 - 1) * interval '1 hour'
+             FROM generate_series(1, 20000) AS n;
+           ANALYZE sessions, session_tombstones, session_events, idempotency_keys"""
     )
     for table, statement, args in (
-        ("sessions", purge_sql.PURGE_SESSIONS, {"batch": 5000, "tombstone_seconds": 86400}),
+        (
+            "sessions",
+            purge_sql.PURGE_SESSIONS,
+            {"batch": 5000, "tombstone_seconds": 86400, "warning_seconds": 0},
+        ),
         ("session_tombstones", purge_sql.PURGE_TOMBSTONES, {"batch": 5000}),
+        ("idempotency_keys", purge_sql.PURGE_IDEMPOTENCY_KEYS, {"batch": 5000}),
         ("session_events", purge_sql.PURGE_EVENTS, {"batch": 5000, "retention_seconds": 86400}),
     ):
         sql, *values = statement.bind(**args)
@@ -113,8 +179,7 @@ async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> 
 
 
 async def test_purge_is_skipped_while_another_replica_holds_the_lock(client, raw_db, db) -> None:
-    await create(client, idle_timeout_seconds=60)
-    await expire_all(raw_db)
+    await until_expired(await create(client, idle_timeout_seconds=1))
     async with raw_db.transaction():
         assert await raw_db.fetchval("SELECT pg_try_advisory_xact_lock($1::bigint)", PURGE_LOCK_KEY)
         held = await purge_once(db, make_settings())
@@ -150,13 +215,7 @@ async def test_two_purgers_never_work_at_the_same_time_and_delete_everything_onc
 async def test_a_session_touched_during_purges_is_never_deleted(client_with, raw_db, db) -> None:
     async with client_with(touch_granularity_seconds=0) as client:
         kept = [await create(client, idle_timeout_seconds=1) for _ in range(20)]
-        doomed = [await create(client, idle_timeout_seconds=60) for _ in range(20)]
-        await raw_db.execute(
-            "UPDATE sessions SET expires_at = now() - interval '1 second', "
-            "purge_after = now() - interval '1 second'"
-            " WHERE id = ANY($1::text[])",
-            [session["id"] for session in doomed],
-        )
+        doomed = [await create(client, idle_timeout_seconds=1) for _ in range(20)]  # never touched
         stop = asyncio.Event()
 
         async def purge_continuously() -> int:
@@ -177,6 +236,7 @@ async def test_a_session_touched_during_purges_is_never_deleted(client_with, raw
         assert await purger == 20
         remaining = {row["id"] for row in await raw_db.fetch("SELECT id FROM sessions")}
         assert remaining == {session["id"] for session in kept}
+        assert not {session["id"] for session in doomed} & remaining
 
 
 def test_purge_command_runs_once_and_prints_what_it_deleted(database_url: str) -> None:
@@ -185,4 +245,5 @@ def test_purge_command_runs_once_and_prints_what_it_deleted(database_url: str) -
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary["deleted"]) == {"sessions", "tombstones", "events"} and summary["skipped"] is False
+    assert set(summary["deleted"]) == {"sessions", "tombstones", "idempotency_keys", "events"}
+    assert summary["skipped"] is False and {"warned", "rearmed"} <= set(summary)

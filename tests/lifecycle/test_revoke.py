@@ -77,10 +77,53 @@ async def test_revoke_by_client_and_owner_together(client: httpx.AsyncClient) ->
     assert response.json() == {"revoked": 1}
 
 
-@pytest.mark.parametrize("params", [{}, {"limit": "5"}, {"principal": ""}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"limit": "5"},
+        {"principal": ""},
+        {"all": "false"},
+        {"all": "yes"},
+        {"all": "true", "principal": "alice"},
+    ],
+)
 async def test_revoke_needs_a_filter(client: httpx.AsyncClient, params: dict) -> None:
     await create(client, principal="alice")
     assert_problem(
         await client.delete("/v1/sessions", params=params, headers=auth()), 422, "validation-error"
     )
     assert (await client.get("/v1/stats", headers=auth())).json()["live"] == 1
+
+
+async def test_all_true_clears_every_live_session_of_the_tenant_and_only_it(
+    client: httpx.AsyncClient, raw_db
+) -> None:
+    ours = [await create(client, principal=f"p{n}") for n in range(3)] + [await create(client)]
+    theirs = await client.post("/v1/sessions", headers=auth(GLOBEX_KEY))
+    response = await client.delete("/v1/sessions", params={"all": "true"}, headers=auth())
+    assert response.status_code == 200 and response.json() == {"revoked": 4}
+    for session in ours:
+        body = assert_problem(await client.get(path(session["id"]), headers=auth()), 404, "session-not-found")
+        assert body["reason"] == "revoked"
+        assert ("session.ended", "revoked") in [
+            (t, d.get("reason")) for t, d in await events_of(raw_db, session["id"])
+        ]
+    assert (await client.get(path(theirs.json()["id"]), headers=auth(GLOBEX_KEY))).status_code == 200
+    again = await client.delete("/v1/sessions", params={"all": "true"}, headers=auth())
+    assert again.json() == {"revoked": 0}
+    stats = (await client.get("/v1/stats", headers=auth())).json()
+    assert stats["live"] == 0 and stats["ended_total"]["revoked"] == 4
+
+
+async def test_all_true_clears_more_than_one_batch(client: httpx.AsyncClient, raw_db) -> None:
+    await raw_db.execute(
+        """INSERT INTO sessions (tenant, id, kind, metadata, version, idle_timeout_seconds,
+                                 max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at)
+           SELECT 'acme', 'many-' || n, 'mcp', '{}', 1, 600, 3600, now(), now(),
+                  now() + interval '600 seconds', now() + interval '600 seconds'
+             FROM generate_series(1, 2500) AS n"""
+    )
+    response = await client.delete("/v1/sessions", params={"all": "true"}, headers=auth())
+    assert response.json() == {"revoked": 2500}
+    assert await raw_db.fetchval("SELECT count(*) FROM sessions") == 0

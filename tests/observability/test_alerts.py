@@ -14,6 +14,7 @@ EXPECTED_ALERTS = {
     "SessionBrokerHigh503Ratio",
     "SessionBrokerHighP99Latency",
     "SessionBrokerPurgeBacklogGrowing",
+    "SessionBrokerExpiriesRecordedLate",
     "SessionBrokerPurgeFailing",
     "SessionBrokerDbPoolSaturated",
 }

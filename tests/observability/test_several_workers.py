@@ -72,7 +72,8 @@ async def test_the_readme_metric_table_is_true_with_two_workers(two_workers: Liv
     promised = readme_metrics()
     assert len(promised) > 20 and "session_broker_db_errors_total" in promised
     # Traffic that gives every metric a reason to have a sample: a binding mismatch, a touch with
-    # analytics, an ended session (its lifetime); then two gauge refreshes (one per second).
+    # analytics, an ended session (its lifetime), a create retried with its Idempotency-Key; then two
+    # gauge refreshes (one per second).
     async with httpx.AsyncClient(base_url=two_workers.base_url) as client:
         created = await client.post("/v1/sessions", json={"principal": "alice"}, headers=auth())
         session_id = created.json()["id"]
@@ -82,6 +83,10 @@ async def test_the_readme_metric_table_is_true_with_two_workers(two_workers: Liv
         assert touched.status_code == 200
         await client.post("/v1/sessions", headers=auth())
         await client.delete(path(session_id), headers=auth())
+        for _ in range(2):
+            retried = await client.post("/v1/sessions", headers={**auth(), "Idempotency-Key": "retried-1"})
+            assert retried.status_code == 201
+        assert retried.headers["Idempotent-Replayed"] == "true"
         await asyncio.sleep(2.5)
         body = (await client.get("/metrics")).text
     declared = set(re.findall(r"^# TYPE (\S+) ", body, flags=re.MULTILINE))

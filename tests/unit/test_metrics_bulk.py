@@ -1,52 +1,34 @@
-"""Ended sessions recorded in bulk equal the same endings recorded one by one."""
+"""Histogram values observed in bulk (`metrics.observe_many`, used for a purge batch's endings) equal the
+same values observed one by one."""
 
 from __future__ import annotations
 
 import random
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 
-from app import metrics
+BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 86400, 604800)
 
 
-def samples(*collectors: Counter | Histogram) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(histogram: Histogram) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for collector in collectors
-        for family in collector.collect()
+        (sample.name.split("_", 1)[1], tuple(sorted(sample.labels.items()))): sample.value
+        for family in histogram.collect()
         for sample in family.samples
     }
 
 
-def test_bulk_endings_equal_one_by_one_observations(monkeypatch) -> None:
-    registry = CollectorRegistry()
-    bulk_ended = Counter("bulk_ended", "x", ["tenant", "reason"], registry=registry)
-    bulk_lifetime = Histogram(
-        "bulk_lifetime", "x", ["tenant"], buckets=metrics.LIFETIME_BOUNDS[:-1], registry=registry
-    )
-    one_ended = Counter("one_ended", "x", ["tenant", "reason"], registry=registry)
-    one_lifetime = Histogram(
-        "one_lifetime", "x", ["tenant"], buckets=metrics.LIFETIME_BOUNDS[:-1], registry=registry
-    )
-    monkeypatch.setattr(metrics, "SESSIONS_ENDED", bulk_ended)
-    monkeypatch.setattr(metrics, "SESSION_LIFETIME", bulk_lifetime)
+def test_bulk_observations_equal_one_by_one_observations() -> None:
+    from app.metrics import observe_many
 
+    registry = CollectorRegistry()
+    bulk = Histogram("bulk_lifetime", "x", ["tenant"], buckets=BUCKETS, registry=registry)
+    single = Histogram("single_lifetime", "x", ["tenant"], buckets=BUCKETS, registry=registry)
     rng = random.Random(7)
     # Exact bucket bounds too: a session that expired untouched lived exactly its idle timeout.
-    lifetimes = [rng.choice([60.0, 1.0, 604800.0, 0.0, rng.uniform(0, 10**6)]) for _ in range(3000)]
-    endings = metrics.Endings()
-    for n, lifetime in enumerate(lifetimes):
-        tenant, reason = f"t{n % 3}", ("expired_idle", "expired_lifetime")[n % 2]
-        endings.add(tenant, reason, lifetime)
-        one_ended.labels(tenant, reason).inc()
-        one_lifetime.labels(tenant).observe(lifetime)
-    assert len(endings) == 3000
-    endings.record()
-
-    def renamed(values: dict, prefix: str) -> dict:
-        return {(name.replace(prefix, ""), labels): value for (name, labels), value in values.items()}
-
-    assert renamed(samples(bulk_ended, bulk_lifetime), "bulk_") == renamed(
-        samples(one_ended, one_lifetime), "one_"
-    )
-    assert len(endings) == 0
+    values = [rng.choice([60.0, 1.0, 604800.0, 0.0, 10.0**7, rng.uniform(0, 10**6)]) for _ in range(3000)]
+    for tenant in ("a", "b"):
+        observe_many(bulk.labels(tenant), values)
+        for value in values:
+            single.labels(tenant).observe(value)
+    assert samples(bulk) == samples(single)

@@ -43,8 +43,18 @@ def test_merge_patch_follows_rfc_7396() -> None:
 
 
 def test_patched_changes_only_the_fields_the_patch_names() -> None:
-    current = {"metadata": {"k": 1}, "owner": "gw-1", "client_id": "c", "protocol_version": "p"}
+    current = {
+        "metadata": {"k": 1},
+        "owner": "gw-1",
+        "client_id": "c",
+        "protocol_version": "p",
+        "max_requests": 10,
+        "max_requests_per_minute": 5,
+    }
     assert rules.patched(current, SessionPatch.model_validate({"owner": None})) == {**current, "owner": None}
+    # A request limit set to null is removed (0: unlimited), like setting it to 0.
+    limits = SessionPatch.model_validate({"max_requests": None, "max_requests_per_minute": 7})
+    assert rules.patched(current, limits) == {**current, "max_requests": 0, "max_requests_per_minute": 7}
     assert rules.patched(current, SessionPatch.model_validate({"metadata": None}))["metadata"] == {}
     merged = rules.patched(current, SessionPatch.model_validate({"metadata": {"j": 2}}))
     assert merged == {**current, "metadata": {"k": 1, "j": 2}}

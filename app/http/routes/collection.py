@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.errors import ValidationFailed
+from app.fleet_gauges import WINDOW_MAX_SECONDS
 from app.http.bodies import json_response
 from app.http.deps import RuntimeDep, ServiceDep, TenantDep
 from app.http.openapi import COMMON_PROBLEMS, problem_responses
@@ -17,6 +18,14 @@ from app.sql.read import LIST_FILTERS
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 FilterQuery = Annotated[str | None, Query(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
+WindowQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=WINDOW_MAX_SECONDS,
+        description="add figures over the last N seconds (`window`): created, ended, peak live, lifetimes",
+    ),
+]
 
 
 def query_filters(request: Request, allowed: set[str], values: dict[str, str | None]) -> dict[str, str]:
@@ -70,7 +79,7 @@ async def list_sessions(
     "/sessions",
     response_model=RevokeResult,
     responses=problem_responses(*COMMON_PROBLEMS, 422),
-    summary="Revoke: end every live session matching the filters (at least one filter is required)",
+    summary="Revoke: end every live session matching the filters (a filter, or all=true, is required)",
 )
 async def revoke_sessions(
     request: Request,
@@ -80,20 +89,32 @@ async def revoke_sessions(
     client_id: FilterQuery = None,
     owner: FilterQuery = None,
     kind: FilterQuery = None,
+    all_: Annotated[
+        str | None,
+        Query(
+            alias="all",
+            pattern="^(true|false)$",
+            description="`true` ends every live session of the tenant (no filters then)",
+        ),
+    ] = None,
 ) -> Response:
     filters = query_filters(
         request,
-        set(REVOKE_FILTERS),
+        {*REVOKE_FILTERS, "all"},
         {"principal": principal, "client_id": client_id, "owner": owner, "kind": kind},
     )
-    return json_response({"revoked": await service.revoke(tenant, filters)})
+    revoked = await service.revoke(tenant, filters, everything=all_ == "true")
+    return json_response({"revoked": revoked})
 
 
 @router.get(
     "/stats",
     response_model=Stats,
-    responses=problem_responses(*COMMON_PROBLEMS),
-    summary="The tenant's live sessions, totals and configured limits",
+    responses=problem_responses(*COMMON_PROBLEMS, 422),
+    summary="The tenant's live sessions, totals and configured limits; with window_seconds, a recent window",
 )
-async def get_stats(runtime: RuntimeDep, tenant: TenantDep) -> Response:
-    return json_response(await runtime.stats.of_tenant(tenant))
+async def get_stats(
+    request: Request, runtime: RuntimeDep, tenant: TenantDep, window_seconds: WindowQuery = None
+) -> Response:
+    query_filters(request, {"window_seconds"}, {})
+    return json_response(await runtime.stats.of_tenant(tenant, window_seconds))

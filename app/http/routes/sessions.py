@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request, Response
 from app.errors import ValidationFailed
 from app.http import core
 from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, parse_json_body
-from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
+from app.http.deps import BodyDep, IdempotencyKeyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import SessionCreate, SessionPatch, SessionRead, TouchRequest, TouchResult
 
@@ -26,12 +26,20 @@ def _content_type(request: Request) -> str:
     "/sessions",
     status_code=201,
     response_model=SessionRead,
-    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 413, 415, 422, 429),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 409, 413, 415, 422, 429),
     openapi_extra=request_body(SessionCreate, JSON_TYPES, required=False),
-    summary="Create a session (the service mints the id)",
+    summary="Create a session (the service mints the id); retry safely with an Idempotency-Key",
 )
-async def create_session(request: Request, service: ServiceDep, tenant: TenantDep, body: BodyDep) -> Response:
-    return await core.create_session(service, tenant, body, _content_type(request))
+async def create_session(
+    request: Request,
+    service: ServiceDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyDep,
+    body: BodyDep,
+) -> Response:
+    return await core.create_session(
+        service, tenant, body, _content_type(request), idempotency_key=idempotency_key
+    )
 
 
 @router.put(
@@ -64,9 +72,9 @@ async def get_session(
 @router.post(
     "/sessions/{session_id}/touch",
     response_model=TouchResult,
-    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 404, 413, 415, 422),
+    responses=problem_responses(*COMMON_PROBLEMS, *BODY_PROBLEMS, 404, 413, 415, 422, 429),
     openapi_extra=request_body(TouchRequest, JSON_TYPES, required=False),
-    summary="Slide the idle expiry (capped by the absolute lifetime)",
+    summary="Slide the idle expiry (capped by the absolute lifetime); 429 past a request limit",
 )
 async def touch_session(
     request: Request,
@@ -128,11 +136,15 @@ async def delete_session(
     "/sessions/{session_id}/rotate",
     status_code=201,
     response_model=SessionRead,
-    responses=problem_responses(*COMMON_PROBLEMS, 404),
+    responses=problem_responses(*COMMON_PROBLEMS, 404, 409, 422),
     summary="Rotate: move the session to a new minted id; the old id ends with reason `rotated`",
 )
 async def rotate_session(
-    session_id: SessionIdPath, service: ServiceDep, tenant: TenantDep, principal: PrincipalDep
+    session_id: SessionIdPath,
+    service: ServiceDep,
+    tenant: TenantDep,
+    principal: PrincipalDep,
+    idempotency_key: IdempotencyKeyDep,
 ) -> Response:
-    session = await service.rotate(tenant, core.decode_session_id(session_id), principal)
-    return core.session_response(session, 201, created=True)
+    created = await service.rotate(tenant, core.decode_session_id(session_id), principal, idempotency_key)
+    return core.created_response(created)
