@@ -11,11 +11,12 @@ from urllib.parse import quote, unquote
 
 from starlette.responses import Response
 
+from app.creating import Created
 from app.errors import ValidationFailed
 from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.rules import etag, is_valid_session_id
 from app.schemas import SessionCreate, TouchRequest
-from app.service import Created, SessionService
+from app.service import SessionService
 
 SESSIONS_PATH = "/v1/sessions"
 # On an answer repeated from a remembered Idempotency-Key (the body is the first answer's, byte for byte).
