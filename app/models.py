@@ -78,6 +78,9 @@ class SessionRow(Base):
     owner: Mapped[str | None] = mapped_column(Text)
     protocol_version: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    # octet_length(metadata::text), set by every write of metadata, so a list page can be cut by bytes
+    # without reading (and decompressing) the metadata of rows it leaves out; NULL on older rows.
+    metadata_bytes: Mapped[int | None] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(BigInteger)
     idle_timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_lifetime_seconds: Mapped[int] = mapped_column(Integer)
@@ -106,6 +109,8 @@ class TombstoneRow(Base):
     tenant: Mapped[str] = mapped_column(Text, primary_key=True)
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
+    # Whom the session was bound to: only that principal (or a caller acting for none) learns the reason.
+    principal: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime] = mapped_column(Timestamp)
     forget_after: Mapped[datetime] = mapped_column(Timestamp)
 

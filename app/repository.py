@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import rules
 from app.records import (
     NEW_SESSION_FIELDS,
     QUOTA_SCOPES,
@@ -203,15 +204,22 @@ class SessionRepository:
         )
         return [_touch_outcome(record) for record in records]
 
-    async def get(self, tenant: str, session_id: str, *, for_update: bool = False) -> Lookup:
-        """The session if live, else why it ended. `for_update` locks the row (inside a transaction)."""
+    async def get(
+        self, tenant: str, session_id: str, *, principal: str | None, for_update: bool = False
+    ) -> Lookup:
+        """The session if live (whoever it is bound to: the caller decides), else why it ended, as far as
+        the caller acting for `principal` may know: to another principal an ended session is as missing
+        as one that never existed. `for_update` locks the row (inside a transaction)."""
         statement = read.GET_SESSION_FOR_UPDATE if for_update else read.GET_SESSION
         record = await self.connection.fetchrow(*statement.bind(tenant=tenant, id=session_id))
         if record is not None and record["live"]:
             return Lookup(session=_session(record), ended_reason=None)
         if record is not None:
-            return Lookup(session=None, ended_reason=record["expiry_reason"])
-        reason = await self.connection.fetchval(*read.TOMBSTONE_REASON.bind(tenant=tenant, id=session_id))
+            visible = not rules.bound_elsewhere(record["principal"], principal)
+            return Lookup(session=None, ended_reason=record["expiry_reason"] if visible else None)
+        reason = await self.connection.fetchval(
+            *read.TOMBSTONE_REASON.bind(tenant=tenant, id=session_id, principal=principal)
+        )
         return Lookup(session=None, ended_reason=reason)
 
     async def update(

@@ -69,7 +69,7 @@ class SessionService:
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
         async with self.db.connection("get") as connection:
-            lookup = await SessionRepository(connection).get(tenant, session_id)
+            lookup = await SessionRepository(connection).get(tenant, session_id, principal=principal)
         if lookup.session is None:
             raise SessionNotFound(lookup.ended_reason)
         if rules.bound_elsewhere(lookup.session["principal"], principal):
@@ -88,7 +88,7 @@ class SessionService:
             # The row lock serialises concurrent patches of one session: each re-reads the latest version
             # and none is lost. Touches of the row wait for the lock only for this short transaction.
             repo = SessionRepository(connection)
-            lookup = await repo.get(tenant, session_id, for_update=True)
+            lookup = await repo.get(tenant, session_id, principal=principal, for_update=True)
             current = lookup.session
             if current is None:
                 raise SessionNotFound(lookup.ended_reason)
@@ -146,7 +146,7 @@ class SessionService:
                 tombstone_seconds=self.settings.tombstone_retention_seconds,
             )
             if lifetime is None:
-                lookup = await repo.get(tenant, session_id)
+                lookup = await repo.get(tenant, session_id, principal=principal)
         if lifetime is None:
             raise binding.not_changed(self.settings, tenant, "delete", lookup, principal)
         metrics.count_ended(tenant, "deleted", lifetime)
@@ -210,7 +210,7 @@ class SessionService:
                     claim=claim,
                 )
             if rotated is None and remembered is None:
-                lookup = await repo.get(tenant, session_id)
+                lookup = await repo.get(tenant, session_id, principal=principal)
         if remembered is not None:
             return Created(idempotency.replayed(tenant, remembered, claim), replayed=True)
         if rotated is None:

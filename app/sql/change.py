@@ -23,7 +23,8 @@ UPDATE_SESSION = Statement(
     f"""
 WITH written AS (
     UPDATE sessions
-       SET metadata = :metadata::json, owner = :owner, client_id = :client_id,
+       SET metadata = :metadata::json, metadata_bytes = octet_length(:metadata::json::text),
+           owner = :owner, client_id = :client_id,
            protocol_version = :protocol_version, max_requests = :max_requests::int,
            max_requests_per_minute = :max_requests_per_minute::int, version = version + 1
      WHERE tenant = :tenant AND id = :id AND version = :expected_version AND expires_at > now()
@@ -67,11 +68,12 @@ WITH {remembered}old AS (
     DELETE FROM sessions WHERE {LIVE_AND_BOUND}{guard}
     RETURNING *
 ), written AS (
-    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata, version,
-                          idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at,
-                          check_at, warned_at, max_requests, max_requests_per_minute, request_count,
-                          rate_window, rate_count)
-    SELECT tenant, :new_id, kind, principal, client_id, owner, protocol_version, metadata, version + 1,
+    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
+                          metadata_bytes, version, idle_timeout_seconds, max_lifetime_seconds, created_at,
+                          last_seen_at, expires_at, check_at, warned_at, max_requests,
+                          max_requests_per_minute, request_count, rate_window, rate_count)
+    SELECT tenant, :new_id, kind, principal, client_id, owner, protocol_version, metadata, metadata_bytes,
+           version + 1,
            idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at,
            warned_at, max_requests, max_requests_per_minute, request_count, rate_window, rate_count
       FROM old

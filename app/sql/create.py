@@ -70,9 +70,11 @@ WITH {IDEMPOTENCY_REMEMBERED + ", " if idempotent else ""}retired AS (
       FROM usage
 ), written AS (
     INSERT INTO sessions AS s (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
-                               version, idle_timeout_seconds, max_lifetime_seconds, max_requests,
-                               max_requests_per_minute, created_at, last_seen_at, expires_at, check_at)
-    SELECT :tenant, :id, :kind, :principal, :client_id, :owner, :protocol_version, :metadata::json, 1,
+                               metadata_bytes, version, idle_timeout_seconds, max_lifetime_seconds,
+                               max_requests, max_requests_per_minute, created_at, last_seen_at, expires_at,
+                               check_at)
+    SELECT :tenant, :id, :kind, :principal, :client_id, :owner, :protocol_version, :metadata::json,
+           octet_length(:metadata::json::text), 1,
            :idle_timeout_seconds::int, :max_lifetime_seconds::int, :max_requests::int,
            :max_requests_per_minute::int, now(), now(),
            {first_expiry(":idle_timeout_seconds::int", ":max_lifetime_seconds::int", ":warning_seconds")}
@@ -84,7 +86,8 @@ WITH {IDEMPOTENCY_REMEMBERED + ", " if idempotent else ""}retired AS (
     ON CONFLICT (tenant, id) DO UPDATE SET
         kind = EXCLUDED.kind, principal = EXCLUDED.principal, client_id = EXCLUDED.client_id,
         owner = EXCLUDED.owner, protocol_version = EXCLUDED.protocol_version, metadata = EXCLUDED.metadata,
-        version = s.version + 1, idle_timeout_seconds = EXCLUDED.idle_timeout_seconds,
+        metadata_bytes = EXCLUDED.metadata_bytes, version = s.version + 1,
+        idle_timeout_seconds = EXCLUDED.idle_timeout_seconds,
         max_lifetime_seconds = EXCLUDED.max_lifetime_seconds, created_at = EXCLUDED.created_at,
         last_seen_at = EXCLUDED.last_seen_at, expires_at = EXCLUDED.expires_at,
         check_at = EXCLUDED.check_at, warned_at = NULL, max_requests = EXCLUDED.max_requests,
@@ -142,10 +145,11 @@ WITH req AS (
                LIMIT r.client_limit) AS x) + :headroom::int + r.client_n >= r.client_limit AS client_tight
       FROM req AS r
 ), written AS (
-    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata, version,
-                          idle_timeout_seconds, max_lifetime_seconds, max_requests, max_requests_per_minute,
-                          created_at, last_seen_at, expires_at, check_at)
-    SELECT v.tenant, v.id, v.kind, v.principal, v.client_id, v.owner, v.protocol_version, v.metadata::json, 1,
+    INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
+                          metadata_bytes, version, idle_timeout_seconds, max_lifetime_seconds, max_requests,
+                          max_requests_per_minute, created_at, last_seen_at, expires_at, check_at)
+    SELECT v.tenant, v.id, v.kind, v.principal, v.client_id, v.owner, v.protocol_version, v.metadata::json,
+           octet_length(v.metadata), 1,
            v.idle, v.lifetime, v.max_requests, v.max_per_minute, now(), now(),
            {first_expiry("v.idle", "v.lifetime", ":warning_seconds")}
       FROM verdict AS v

@@ -39,10 +39,16 @@ LIFETIME_BUCKET = "LEAST(80, floor(4 * ln(GREATEST(({lifetime})::float8, 1)) / l
 ENDED_COLUMNS = "tenant, id, kind, principal, client_id, created_at"
 
 
+def bound_to(bound: str, caller: str) -> str:
+    """The binding rule (`rules.bound_elsewhere`, negated) in SQL: the row bound to principal `bound` may be
+    shown to a caller acting for `caller` (SQL expressions; NULL: unbound, or acting for no principal)."""
+    return f"({caller} IS NULL OR {bound} IS NULL OR {bound} = {caller})"
+
+
 # The live session `:tenant`/`:id`, if the caller acting for `:principal` may change it: an unbound
 # session, a caller that names no principal, or the session's own principal.
-LIVE_AND_BOUND = """tenant = :tenant AND id = :id AND expires_at > now()
-       AND (:principal::text IS NULL OR principal IS NULL OR principal = :principal::text)"""
+LIVE_AND_BOUND = f"""tenant = :tenant AND id = :id AND expires_at > now()
+       AND {bound_to("principal", ":principal::text")}"""
 
 
 def next_check(expires_at: str, warning: str) -> str:
@@ -114,14 +120,17 @@ def idempotency_record(source: str) -> str:
 )"""
 
 
-def ended_reason(tenant: str, session_id: str) -> str:
+def ended_reason(tenant: str, session_id: str, principal: str) -> str:
     """Why the session (`tenant`, `session_id`: SQL expressions) is not live: the expiry that hit its
-    unpurged row, else its tombstone's reason, else NULL."""
+    unpurged row, else its tombstone's reason, else NULL. Told only to a caller the session was not bound
+    away from (`principal`): to anyone else an ended session is as missing as one that never existed."""
     return f"""COALESCE(
     (SELECT {EXPIRY_REASON} FROM sessions AS x
-      WHERE x.tenant = {tenant} AND x.id = {session_id} AND x.expires_at <= now()),
+      WHERE x.tenant = {tenant} AND x.id = {session_id} AND x.expires_at <= now()
+        AND {bound_to("x.principal", principal)}),
     (SELECT tb.reason FROM session_tombstones AS tb
-      WHERE tb.tenant = {tenant} AND tb.id = {session_id} AND tb.forget_after > now())
+      WHERE tb.tenant = {tenant} AND tb.id = {session_id} AND tb.forget_after > now()
+        AND {bound_to("tb.principal", principal)})
 )"""
 
 
@@ -148,11 +157,12 @@ def ending_effects(source: str, retention: str | None) -> str:
     tombstone = (
         f"""
 , remembered AS (
-    INSERT INTO session_tombstones AS t (tenant, id, reason, ended_at, forget_after)
-    SELECT tenant, id, reason, ended_at, now() + {retention}::int * interval '1 second'
+    INSERT INTO session_tombstones AS t (tenant, id, reason, principal, ended_at, forget_after)
+    SELECT tenant, id, reason, principal, ended_at, now() + {retention}::int * interval '1 second'
       FROM {source} WHERE {retention}::int > 0
     ON CONFLICT (tenant, id) DO UPDATE
-       SET reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at, forget_after = EXCLUDED.forget_after
+       SET reason = EXCLUDED.reason, principal = EXCLUDED.principal, ended_at = EXCLUDED.ended_at,
+           forget_after = EXCLUDED.forget_after
 )"""
         if retention is not None
         else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from app.sql.fragments import EXPIRY_REASON, SESSION_COLUMNS
+from app.sql.fragments import EXPIRY_REASON, SESSION_COLUMNS, bound_to
 from app.sql.statement import Statement
 
 _GET = f"""
@@ -14,9 +14,12 @@ SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_
 GET_SESSION = Statement("get_session", _GET)
 GET_SESSION_FOR_UPDATE = Statement("get_session_for_update", _GET + " FOR UPDATE")
 
+# Why an ended session ended, for a caller it was not bound away from (`fragments.bound_to`).
 TOMBSTONE_REASON = Statement(
     "tombstone_reason",
-    "SELECT reason FROM session_tombstones WHERE tenant = :tenant AND id = :id AND forget_after > now()",
+    f"""SELECT reason FROM session_tombstones
+         WHERE tenant = :tenant AND id = :id AND forget_after > now()
+           AND {bound_to("principal", ":principal::text")}""",
 )
 
 LIST_FILTERS = ("kind", "principal", "client_id", "owner", "protocol_version")
@@ -29,23 +32,27 @@ _AS_TEXT = SESSION_COLUMNS.replace("metadata,", "metadata::text AS metadata,")
 def _page(filters: tuple[str, ...], after: bool) -> Statement:
     """Up to `:limit` live sessions ordered by id, matching every filter (bound under its own name), after
     `:after_id` when `after`, cut where their metadata passes `:max_bytes` (the first always comes, so a
-    page is never empty while sessions remain). `available` counts the rows before that cut."""
+    page is never empty while sessions remain). `available` counts the rows before that cut.
+
+    The cut is decided on `metadata_bytes` (rows older than migration 0008 are measured from their
+    metadata), and only the rows that make the page are read in full: measuring every candidate's metadata
+    decompressed up to `:limit` large values per page for rows it then dropped."""
     conditions = "".join(f" AND {name} = :{name}" for name in filters)
     if after:
         conditions += " AND id > :after_id"
     suffix = "_".join(filters) or "all"
+    size = "COALESCE(metadata_bytes, octet_length(metadata::text))"
     return Statement(
         f"list_{suffix}{'_after' if after else ''}",
         f"""
-SELECT {SESSION_COLUMNS}, available FROM (
-    SELECT {_AS_TEXT}, count(*) OVER () AS available,
-           sum(octet_length(metadata::text)) OVER (ORDER BY id) - octet_length(metadata::text) AS bytes_before
-      FROM (SELECT {SESSION_COLUMNS} FROM sessions
+SELECT {_AS_TEXT.replace("id,", "s.id,", 1)}, m.available FROM (
+    SELECT id, count(*) OVER () AS available, sum(size) OVER (ORDER BY id) - size AS bytes_before
+      FROM (SELECT id, {size} AS size FROM sessions
              WHERE tenant = :tenant AND expires_at > now(){conditions}
              ORDER BY id LIMIT :limit) AS page
-) AS measured
- WHERE bytes_before < :max_bytes
- ORDER BY id
+) AS m JOIN sessions AS s ON s.tenant = :tenant AND s.id = m.id
+ WHERE m.bytes_before < :max_bytes
+ ORDER BY s.id
 """,
     )
 

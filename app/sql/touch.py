@@ -18,6 +18,7 @@ from __future__ import annotations
 from app.sql.fragments import (
     LIFETIME_END,
     asynchronous_commit,
+    bound_to,
     ended_reason,
     request_limit_columns,
     request_limit_reached,
@@ -63,7 +64,8 @@ WITH current AS (
 )
 SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
        c.target - c.expires_at >= c.threshold AND NOT {request_limit_reached("c")} AS due,
-       CASE WHEN c.expires_at IS NULL THEN {ended_reason(":tenant", ":id")} END AS ended_reason,
+       CASE WHEN c.expires_at IS NULL THEN {ended_reason(":tenant", ":id", ":principal::text")}
+       END AS ended_reason,
        c.max_requests, c.max_requests_per_minute, c.request_count, c.created_at, c.rate_window,
        c.rate_count, c.window_left
   FROM (SELECT {asynchronous_commit(":async_commit")}) AS commit_mode
@@ -76,7 +78,7 @@ SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expire
 # is reached. Decided on the snapshot row, not re-checked against a concurrent touch's newer version: then
 # a due touch that writes nothing means the row is gone or (skip_locked) held by another transaction,
 # never "someone was faster". GREATEST in `_slide` keeps racing writes monotonic.
-_WRITES = f"""(:principal::text IS NULL OR c.principal IS NULL OR c.principal = :principal::text)
+_WRITES = f"""{bound_to("c.principal", ":principal::text")}
        AND c.target - c.expires_at >= c.threshold AND NOT {request_limit_reached("c")}"""
 
 # The group statement's one-row form: it never waits for a row lock, so a locked session cannot hold a
@@ -98,7 +100,7 @@ WITH req AS (
            LEAST(now() + s.idle_timeout_seconds * interval '1 second',
                  s.created_at + s.max_lifetime_seconds * interval '1 second') AS target,
            LEAST(:granularity::float8, s.idle_timeout_seconds * 0.1) * interval '1 second' AS threshold,
-           (r.principal IS NULL OR s.principal IS NULL OR s.principal = r.principal) AS allowed,
+           {bound_to("s.principal", "r.principal")} AS allowed,
            {request_limit_columns("s")}
       FROM req AS r JOIN sessions AS s ON s.tenant = r.tenant AND s.id = r.id AND s.expires_at > now()
 ), due AS (
@@ -118,7 +120,7 @@ WITH req AS (
 )
 SELECT c.principal, COALESCE(t.expires_at, c.expires_at) AS expires_at, t.expires_at IS NOT NULL AS written,
        c.target - c.expires_at >= c.threshold AND NOT {request_limit_reached("c")} AS due,
-       CASE WHEN c.n IS NULL THEN {ended_reason("r.tenant", "r.id")} END AS ended_reason,
+       CASE WHEN c.n IS NULL THEN {ended_reason("r.tenant", "r.id", "r.principal")} END AS ended_reason,
        c.max_requests, c.max_requests_per_minute, c.request_count, c.created_at, c.rate_window,
        c.rate_count, c.window_left
   FROM (SELECT {asynchronous_commit(":async_commit")}) AS commit_mode CROSS JOIN req AS r
