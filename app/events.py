@@ -59,10 +59,10 @@ async def _until_durable(connection: Any, read: Any) -> None:
         flushed = await connection.fetchval(*sql.WAL_FLUSHED.bind(lsn=read["read_lsn"]))
 
 
-async def _bounds(db: Database) -> tuple[int, int]:
-    """(the newest deliverable position, the highest position retention has removed)."""
+async def _bounds(db: Database, tenant: str) -> tuple[int, int]:
+    """(the newest deliverable position, the highest of the tenant's positions retention has removed)."""
     async with db.connection("events") as connection:
-        row = await connection.fetchrow(*sql.STREAM_START.bind())
+        row = await connection.fetchrow(*sql.STREAM_START.bind(tenant=tenant))
     return int(row["head"]), int(row["purged_through"])
 
 
@@ -84,18 +84,18 @@ AHEAD_GAP = (
 )
 
 
-async def starting_point(db: Database, last_event_id: int | None) -> tuple[int, bytes]:
+async def starting_point(db: Database, tenant: str, last_event_id: int | None) -> tuple[int, bytes]:
     """Where a subscription starts, and the first frame to send.
 
     Without `Last-Event-ID` the stream starts now. When the stream cannot continue exactly after the
     given id, the client is told (`stream.gap`) instead of losing events silently or waiting forever:
-    below the retention horizon, events were removed; ahead of the newest event, the id is not one this
-    database issued, and the stream continues from the newest. Otherwise the first frame is
+    below the tenant's retention horizon, its events were removed; ahead of the newest event, the id is
+    not one this database issued, and the stream continues from the newest. Otherwise the first frame is
     `stream.open`. Each carries the starting position as its SSE `id`, so a client that disconnects
     before any event arrives still resumes from exactly where it started.
     """
     async with db.connection("events") as connection:
-        row = await connection.fetchrow(*sql.STREAM_START.bind())
+        row = await connection.fetchrow(*sql.STREAM_START.bind(tenant=tenant))
         await _until_durable(connection, row)
     head, purged_through = int(row["head"]), int(row["purged_through"])
     if last_event_id is None:
@@ -128,7 +128,7 @@ async def stream(
             # through the bound of its last poll, so it never sees a false gap).
             horizon_checked = time.monotonic()
             try:
-                _, purged_through = await _bounds(db)
+                _, purged_through = await _bounds(db, tenant)
             except DatabaseUnavailable:
                 yield frame(
                     "stream.error", {"detail": "the session store is unavailable; reconnect to resume"}

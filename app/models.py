@@ -140,12 +140,13 @@ class EventRow(Base):
 
     __tablename__ = "session_events"
     __table_args__ = (
-        Index("ix_session_events_tenant_position", "tenant", "position"),
+        # The retention purge walks positions across tenants; streams read by the key.
+        Index("ix_session_events_position", "position"),
         Index("ix_session_events_occurred_at", "occurred_at"),
     )
 
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    tenant: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -204,10 +205,12 @@ class FleetGaugeRow(Base):
 
 
 class BrokerStateRow(Base):
-    """Small fleet-wide facts: the purge backlog, when gauges were refreshed, the event purge horizon."""
+    """Small facts: per tenant, its event retention horizon; under the empty tenant (the fleet), the
+    purge backlog and when gauges were last refreshed."""
 
     __tablename__ = "broker_state"
 
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -177,7 +177,7 @@ async def test_reconnecting_with_last_event_id_loses_nothing(replicas) -> None:
 
 
 async def test_a_client_too_far_behind_is_told_so(replicas, direct_database_url: str) -> None:
-    a, b, _ = replicas
+    a, b, c = replicas
     async with httpx.AsyncClient(base_url=a.base_url, headers=key("gap")) as api:
         for n in range(3):
             await api.put(path(f"gap-{n}"))
@@ -204,6 +204,11 @@ async def test_a_client_too_far_behind_is_told_so(replicas, direct_database_url:
     resumed = await read_events(b, "gap", count=2, last_event_id=frames[0]["id"])
     assert resumed[0]["event"] == "stream.gap"
     assert json.loads(resumed[1]["data"])["session_id"] == "gap-after"
+    # The horizon is the tenant's own: another tenant resuming from just as far back lost nothing.
+    async with httpx.AsyncClient(base_url=a.base_url, headers=key("events")) as api:
+        await api.put(path("after-the-other-tenants-gap"))
+    elsewhere = await read_events(c, "events", count=2, last_event_id=frames[0]["id"], include_open=True)
+    assert [frame["event"] for frame in elsewhere] == ["stream.open", "session.created"], elsewhere
 
 
 async def test_quotas_hold_exactly_under_concurrent_creates_on_every_replica(replicas) -> None:
@@ -290,7 +295,7 @@ async def test_fleet_gauges_are_recounted_once_per_interval_fleet_wide_and_expor
         stop = time.monotonic() + 8 * GAUGE_REFRESH_SECONDS
         while time.monotonic() < stop:
             stamp = await connection.fetchval(
-                "SELECT updated_at FROM broker_state WHERE key = 'gauges_refreshed'"
+                "SELECT updated_at FROM broker_state WHERE tenant = '' AND key = 'gauges_refreshed'"
             )
             if stamp is not None and (not claims or stamp != claims[-1]):
                 claims.append(stamp)

@@ -95,7 +95,7 @@ async def test_a_list_flood_keeps_memory_bounded_and_other_tenants_served(server
         # The flood runs in a process of its own: reading 2 MB pages would otherwise stall this process's
         # event loop, and with it the touch timings it takes.
         flood = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", FLOOD, server.base_url, ACME_KEY, "20", stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", FLOOD, server.base_url, ACME_KEY, "12", stdout=asyncio.subprocess.PIPE
         )
         peak = process.memory_info().rss
         stop = asyncio.Event()

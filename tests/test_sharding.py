@@ -7,10 +7,8 @@ migrations, and the statements the service really sends (every query of a two-te
 the real app, captured with asyncpg's query logger on the service's own pool connections) with the
 tenants named in their parameters.
 
-Known violations, kept visible as strict xfails until the schema changes: `broker_state (key)` and
-`session_events (position)`. A strict xfail that starts passing fails the run, so its marker has to go
-with the fix. (The grouped statements batched several tenants into one statement until the batcher
-grouped by tenant.)
+`broker_state (key)` and `session_events (position)` broke the first until migration 0010; the grouped
+statements batched several tenants into one statement until the batcher grouped by tenant.
 """
 
 from __future__ import annotations
@@ -31,21 +29,9 @@ from app.sql import read as read_sql
 from tests.helpers import path, running_client
 
 TABLES = sorted(Base.metadata.tables)
-KEYS_NOT_BY_TENANT = {
-    "broker_state": "keyed by `key` alone: fleet-wide state (gauge claim, purge backlog, event horizon)",
-    "session_events": "keyed by `position` alone: positions are fleet-wide (xid-based)",
-}
 
 
-@pytest.mark.parametrize(
-    "table",
-    [
-        pytest.param(table, marks=pytest.mark.xfail(strict=True, reason=KEYS_NOT_BY_TENANT[table]))
-        if table in KEYS_NOT_BY_TENANT
-        else table
-        for table in TABLES
-    ],
-)
+@pytest.mark.parametrize("table", TABLES)
 async def test_every_primary_key_and_unique_index_starts_with_tenant(
     raw_db: asyncpg.Connection, table
 ) -> None:
@@ -66,7 +52,8 @@ async def test_those_are_all_the_tables(raw_db: asyncpg.Connection) -> None:
     assert {row["tablename"] for row in rows} - {"alembic_version"} == set(TABLES)
 
 
-# Tables with a `tenant` column: distributed by it on Citus. (`broker_state` has none: fleet-wide.)
+# Tables with a `tenant` column: distributed by it on Citus (or, for `fleet_gauges` and the fleet's rows of
+# `broker_state`, small reference tables: docs/scaling.md).
 TENANT_TABLES = sorted(name for name, table in Base.metadata.tables.items() if "tenant" in table.c)
 # Statements that are fleet-wide by design: admin figures, the purge, the fleet-gauge recount.
 ADMIN_AND_MAINTENANCE = {
@@ -76,7 +63,9 @@ ADMIN_AND_MAINTENANCE = {
     purge_sql.PURGE_TOMBSTONES.sql: "purge",
     purge_sql.PURGE_IDEMPOTENCY_KEYS.sql: "purge",
     purge_sql.PURGE_EVENTS.sql: "purge",
+    fleet_sql.CLAIM_GAUGE_REFRESH.sql: "fleet gauges",
     fleet_sql.COUNT_SESSIONS_CHUNK.sql: "fleet gauges",
+    fleet_sql.READ_PURGE_BACKLOG.sql: "fleet gauges",
     fleet_sql.STORE_GAUGES.sql: "fleet gauges",
     fleet_sql.READ_GAUGES.sql: "fleet gauges",
 }
@@ -147,7 +136,7 @@ async def two_tenant_workload(database_url: str) -> list[tuple[str, tuple[Any, .
             runtime = app.broker.runtime
             db = runtime.db
             for tenant in KEYS:  # the event stream: where it starts, then one read
-                start, first = await events.starting_point(db, 0)
+                start, first = await events.starting_point(db, tenant, 0)
 
                 async def gone() -> bool:
                     return True

@@ -37,7 +37,8 @@ STREAM_START = Statement(
     "stream_start",
     f"""
 SELECT {_SAFE_BOUND} - 1 AS head,
-       COALESCE((SELECT value FROM broker_state WHERE key = 'events_purged_through'), 0) AS purged_through,
+       COALESCE((SELECT max(value) FROM broker_state
+                  WHERE tenant IN (:tenant, '') AND key = 'events_purged_through'), 0) AS purged_through,
        wal.read_lsn, wal.flushed
   FROM {_WAL}
 """,

@@ -11,12 +11,13 @@ CLAIM_GAUGE_REFRESH = Statement(
     """
 WITH due AS (
     SELECT pg_try_advisory_xact_lock(:key::bigint)
-       AND COALESCE((SELECT updated_at FROM broker_state WHERE key = 'gauges_refreshed'), '-infinity')
+       AND COALESCE((SELECT updated_at FROM broker_state WHERE tenant = '' AND key = 'gauges_refreshed'),
+                    '-infinity')
            < now() - :interval_seconds::float8 * 0.8 * interval '1 second' AS due
 ), claimed AS (
-    INSERT INTO broker_state AS b (key, value, updated_at)
-    SELECT 'gauges_refreshed', 0, now() FROM due WHERE due
-    ON CONFLICT (key) DO UPDATE SET updated_at = now()
+    INSERT INTO broker_state AS b (tenant, key, value, updated_at)
+    SELECT '', 'gauges_refreshed', 0, now() FROM due WHERE due
+    ON CONFLICT (tenant, key) DO UPDATE SET updated_at = now()
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM claimed)
@@ -75,14 +76,15 @@ WITH fresh AS (
 ), trimmed AS (
     DELETE FROM stats_snapshots WHERE taken_at < now() - :history_seconds::float8 * interval '1 second'
 )
-INSERT INTO broker_state AS b (key, value, updated_at) VALUES ('purge_backlog', :backlog::bigint, now())
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+INSERT INTO broker_state AS b (tenant, key, value, updated_at)
+VALUES ('', 'purge_backlog', :backlog::bigint, now())
+ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 """,
 )
 
 READ_GAUGES = Statement("read_gauges", "SELECT tenant, kind, live FROM fleet_gauges")
 READ_PURGE_BACKLOG = Statement(
-    "read_purge_backlog", "SELECT value FROM broker_state WHERE key = 'purge_backlog'"
+    "read_purge_backlog", "SELECT value FROM broker_state WHERE tenant = '' AND key = 'purge_backlog'"
 )
 
 # One tenant's tallies: parallel arrays, one element per method.

@@ -125,11 +125,12 @@ WITH cutoff AS (
     SELECT ctid FROM session_events WHERE position <= (SELECT position FROM cutoff)
      ORDER BY position LIMIT :batch::int FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM session_events AS e WHERE e.ctid = ANY(ARRAY(SELECT ctid FROM doomed)) RETURNING e.position
+    DELETE FROM session_events AS e WHERE e.ctid = ANY(ARRAY(SELECT ctid FROM doomed))
+    RETURNING e.tenant, e.position
 ), horizon AS (
-    INSERT INTO broker_state AS b (key, value, updated_at)
-    SELECT 'events_purged_through', max(position), now() FROM gone HAVING count(*) > 0
-    ON CONFLICT (key) DO UPDATE SET value = GREATEST(b.value, EXCLUDED.value), updated_at = now()
+    INSERT INTO broker_state AS b (tenant, key, value, updated_at)
+    SELECT tenant, 'events_purged_through', max(position), now() FROM gone GROUP BY tenant
+    ON CONFLICT (tenant, key) DO UPDATE SET value = GREATEST(b.value, EXCLUDED.value), updated_at = now()
 )
 SELECT count(*) AS n, clock_timestamp() AS at FROM gone
 """,

@@ -41,7 +41,9 @@ async def test_fleet_gauges_recount_in_block_chunks_agrees_with_an_exact_count(r
     }
     assert stored == expected and sum(stored.values()) == 2000
     # The backlog is what the README says: expired rows not yet purged.
-    backlog = await raw_db.fetchval("SELECT value FROM broker_state WHERE key = 'purge_backlog'")
+    backlog = await raw_db.fetchval(
+        "SELECT value FROM broker_state WHERE tenant = '' AND key = 'purge_backlog'"
+    )
     assert backlog == 1000
     # Claimed for this interval: a second replica (or a second call) does not count again.
     assert not await fleet_gauges.refresh(db, settings, chunk_blocks=1)

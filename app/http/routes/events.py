@@ -87,7 +87,8 @@ async def stream_events(
 ) -> StreamingResponse:
     raw = last_event_id_header or last_event_id  # both validated by EVENT_ID_PATTERN: 0..MAX_EVENT_ID
     cursor = int(raw) if raw else None
-    start, notice = await events.starting_point(runtime.db, cursor)  # 503 here, before the stream starts
+    # A 503 happens here, before the stream starts.
+    start, notice = await events.starting_point(runtime.db, tenant, cursor)
     return StreamingResponse(
         events.stream(runtime.db, tenant, start, notice, request.is_disconnected, runtime.stopping),
         media_type="text/event-stream",
