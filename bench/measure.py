@@ -161,6 +161,9 @@ def measure_window(
             "rps": round(result["rps"], 1),
             "p50_ms": result["latency_us"]["p50"] / 1000,
             "p99_ms": result["latency_us"]["p99"] / 1000,
+            "max_ms": result["latency_us"]["max"] / 1000,
+            # the slowest request against the p99: a stall shows here, not in the percentiles
+            "max_over_p99": round(result["latency_us"]["max"] / max(1, result["latency_us"]["p99"]), 2),
             "errors": result["errors"],
             "wrk": result,
             "wall_s": round(wall, 2),

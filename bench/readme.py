@@ -41,15 +41,16 @@ TABLE_END = "<!-- bench-table:end -->"
 TARGETS_START, TARGETS_END = "<!-- bench-targets:start -->", "<!-- bench-targets:end -->"
 
 # How the README shows one figure of a summary row.
+TIMES = "\N{MULTIPLICATION SIGN}"  # how the README writes a ratio: 1.45 times
 FIGURES: dict[str, Callable[[float], str]] = {
     "rps": lambda v: f"{v:,.0f}",
     "p99_ms": lambda v: f"{v:.1f} ms",
     "rss_mb": lambda v: f"{v:.0f} MB",
     "hot_ratio": lambda v: f"{v * 100:.1f} %",
     "purge_rows_per_s": lambda v: f"{v:,.0f} rows/s",
+    "max_over_p99": lambda v: f"{v:.1f}{TIMES}",
 }
 OPS = {">=": "≥", "<=": "≤"}
-TIMES = "\N{MULTIPLICATION SIGN}"  # how the README writes a ratio: 1.45 times
 VERDICTS = {"PASS": "pass", "MISS": "**miss**", "n/a": "n/a"}
 
 
