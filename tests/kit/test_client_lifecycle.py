@@ -69,6 +69,9 @@ async def test_max_requests_refuses_touches_past_the_limit(broker: SessionBroker
         await broker.touch(session.id)
     assert refused.value.status == 429 and refused.value.limit == 2
     assert (await broker.get(session.id)).id == session.id  # still readable
+    raised = await broker.patch(session.id, max_requests=4)
+    assert raised.max_requests == 4
+    await broker.touch(session.id)  # the third touch, now within the limit
     unlimited = await broker.create()
     assert unlimited.max_requests == 0  # the kit tenant's default: unlimited
     for _ in range(3):

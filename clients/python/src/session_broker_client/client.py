@@ -209,12 +209,15 @@ class SessionBroker:
         owner: str | None = UNSET,
         client_id: str | None = UNSET,
         protocol_version: str | None = UNSET,
+        max_requests: int | None = UNSET,
+        max_requests_per_minute: int | None = UNSET,
         if_match: str | None = None,
         principal: str | None = None,
     ) -> Session:
         """JSON Merge Patch (RFC 7396): `metadata` is merged (a member set to None is removed); the
-        other fields are replaced, None clears them; fields not given are left alone. `if_match` is an
-        ETag (`session.etag`) or `*`; a mismatch raises `PreconditionFailed`."""
+        other fields are replaced, None clears them (for the request limits: unlimited, as 0); fields not
+        given are left alone. `if_match` is an ETag (`session.etag`) or `*`; a mismatch raises
+        `PreconditionFailed`."""
         document = {
             name: value
             for name, value in (
@@ -222,11 +225,16 @@ class SessionBroker:
                 ("owner", owner),
                 ("client_id", client_id),
                 ("protocol_version", protocol_version),
+                ("max_requests", max_requests),
+                ("max_requests_per_minute", max_requests_per_minute),
             )
             if value is not UNSET
         }
         if not document:
-            raise ValueError("patch needs at least one of metadata, owner, client_id, protocol_version")
+            raise ValueError(
+                "patch needs at least one of metadata, owner, client_id, protocol_version, max_requests, "
+                "max_requests_per_minute"
+            )
         headers = {"Content-Type": MERGE_PATCH, **_principal_header(principal)}
         if if_match is not None:
             headers["If-Match"] = if_match
