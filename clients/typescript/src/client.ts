@@ -8,6 +8,7 @@ import { HttpClient, type RetryPolicy } from './http.js';
 import type {
   AdminStats,
   BrokerEvent,
+  CreatedSession,
   Health,
   ListFilters,
   PurgeRun,
@@ -44,9 +45,10 @@ export interface AsPrincipal {
 
 export interface CreateOptions {
   /**
-   * Sent as `Idempotency-Key`. With a key, a create that failed in transit is retried (the broker
-   * deduplicates keyed creates once it supports the header; until then a retry can leave a duplicate
-   * session, which simply expires). Without one, create is never retried.
+   * Sent as `Idempotency-Key` (1-255 visible ASCII characters). The broker remembers a keyed create for
+   * `IDEMPOTENCY_KEY_RETENTION_SECONDS`: the same key with the same body answers the first request's
+   * session again (`replayed: true` in the result), the same key with another body is
+   * `IdempotencyKeyReused`. So with a key a create that failed in transit is retried; without one, never.
    */
   idempotencyKey?: string;
   signal?: AbortSignal;
@@ -66,6 +68,8 @@ export interface ListOptions extends ListFilters {
   signal?: AbortSignal;
 }
 
+/** The header with which the broker marks a create answered from an earlier request's Idempotency-Key. */
+const REPLAYED_HEADER = 'idempotent-replayed';
 const MAX_SESSION_ID_LENGTH = 255;
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 
@@ -83,8 +87,12 @@ export class SessionBroker {
     });
   }
 
-  /** Creates a session with an id the broker mints (256 random bits, URL-safe). */
-  async create(body: SessionCreate = {}, options: CreateOptions = {}): Promise<SessionWithEtag> {
+  /**
+   * Creates a session with an id the broker mints (256 random bits, URL-safe). `max_requests` and
+   * `max_requests_per_minute` in the body limit its touches (0: unlimited; omitted: the tenant's
+   * default); past them `touch` is `SessionRequestLimit` or `SessionRateLimited`.
+   */
+  async create(body: SessionCreate = {}, options: CreateOptions = {}): Promise<CreatedSession> {
     const answer = await this.http.send<Session>({
       method: 'POST',
       path: '/v1/sessions',
@@ -93,7 +101,7 @@ export class SessionBroker {
       idempotent: options.idempotencyKey !== undefined,
       signal: options.signal,
     });
-    return withEtag(answer.body, answer.headers);
+    return { ...withEtag(answer.body, answer.headers), replayed: answer.headers.get(REPLAYED_HEADER) === 'true' };
   }
 
   /** Registers an id minted elsewhere (e.g. by an MCP SDK). `SessionExists` if a live session has it. */
@@ -190,15 +198,22 @@ export class SessionBroker {
     } while (cursor);
   }
 
-  /** Ends every live session matching the filters (at least one is required); returns how many. */
-  async revoke(filters: RevokeFilters, options: { signal?: AbortSignal } = {}): Promise<number> {
-    if (!Object.values(filters).some((value) => value !== undefined && value !== null)) {
-      throw new TypeError('revoke needs at least one filter (principal, client_id, owner or kind)');
+  /**
+   * Ends every live session matching the filters (at least one is required) and returns how many; with
+   * `{ all: true }` and no filters, every live session of the tenant.
+   */
+  async revoke(filters: RevokeFilters, options: { all?: boolean; signal?: AbortSignal } = {}): Promise<number> {
+    const filtered = Object.values(filters).some((value) => value !== undefined && value !== null);
+    if (options.all === true && filtered) {
+      throw new TypeError('revoke with all: true takes no filters');
+    }
+    if (options.all !== true && !filtered) {
+      throw new TypeError('revoke needs at least one filter (principal, client_id, owner or kind), or { all: true }');
     }
     const answer = await this.http.send<RevokeResult>({
       method: 'DELETE',
       path: '/v1/sessions',
-      query: { ...filters },
+      query: options.all === true ? { all: 'true' } : { ...filters },
       // Revocation is idempotent; a retry after a lost answer reports 0 for what the first one ended.
       idempotent: true,
       signal: options.signal,
@@ -218,9 +233,19 @@ export class SessionBroker {
     return withEtag(answer.body, answer.headers);
   }
 
-  /** The tenant's live counts (by kind, oldest/newest), totals, request analytics and limits. */
-  async stats(options: { signal?: AbortSignal } = {}): Promise<Stats> {
-    const answer = await this.http.send<Stats>({ method: 'GET', path: '/v1/stats', idempotent: true, signal: options.signal });
+  /**
+   * The tenant's live counts (by kind, oldest/newest), totals, request analytics and limits; with
+   * `windowSeconds` (1-86400) also `window`: created, ended, peak live and lifetimes over that recent
+   * interval (see `WindowStats.since` for the interval it really covers).
+   */
+  async stats(options: { windowSeconds?: number; signal?: AbortSignal } = {}): Promise<Stats> {
+    const answer = await this.http.send<Stats>({
+      method: 'GET',
+      path: '/v1/stats',
+      ...(options.windowSeconds === undefined ? {} : { query: { window_seconds: String(options.windowSeconds) } }),
+      idempotent: true,
+      signal: options.signal,
+    });
     return answer.body;
   }
 

@@ -128,6 +128,55 @@ export class QuotaExceeded extends BrokerProblem {
     return numberMember(this.problem, 'limit');
   }
 }
+/** `Idempotency-Key` was sent before with a different request (use a new key for a new request). */
+export class IdempotencyKeyReused extends BrokerProblem {
+  override name = 'IdempotencyKeyReused';
+}
+/** Concurrent requests with this `Idempotency-Key` kept colliding: retry with the same key. */
+export class IdempotencyKeyConflict extends BrokerProblem {
+  override name = 'IdempotencyKeyConflict';
+  readonly retryAfter: number | undefined;
+  constructor(status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) {
+    super(status, problem);
+    this.retryAfter = retryAfter;
+  }
+}
+/** The session has used up its `max_requests` touches; it stays readable until it expires. */
+export class SessionRequestLimit extends BrokerProblem {
+  override name = 'SessionRequestLimit';
+  get limit(): number | undefined {
+    return numberMember(this.problem, 'limit');
+  }
+}
+/** The session is over its `max_requests_per_minute`; `retryAfter` says when the next touch may pass. */
+export class SessionRateLimited extends BrokerProblem {
+  override name = 'SessionRateLimited';
+  readonly retryAfter: number | undefined;
+  constructor(status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) {
+    super(status, problem);
+    this.retryAfter = retryAfter ?? numberMember(problem, 'retry_after');
+  }
+  get limit(): number | undefined {
+    return numberMember(this.problem, 'limit');
+  }
+}
+/** A header that must appear once (e.g. `Idempotency-Key`, `Session-Principal`) appeared more than once. */
+export class DuplicateHeader extends BrokerProblem {
+  override name = 'DuplicateHeader';
+  /** The header's name, as the broker reports it. */
+  get header(): string | undefined {
+    const header = this.problem?.['header'];
+    return typeof header === 'string' ? header : undefined;
+  }
+}
+/** The request did not arrive in time (the broker's read timeout). */
+export class RequestTimeout extends BrokerProblem {
+  override name = 'RequestTimeout';
+}
+/** The request line and headers are too large. */
+export class HeadersTooLarge extends BrokerProblem {
+  override name = 'HeadersTooLarge';
+}
 export class InternalError extends BrokerProblem {
   override name = 'InternalError';
 }
@@ -179,7 +228,7 @@ export class InvalidSessionId extends SessionBrokerError {
 
 type ProblemClass = new (status: number, problem: ProblemDocument | undefined) => BrokerProblem;
 
-/** Problem slug → class. QuotaExceeded and database-unavailable are built apart (they carry Retry-After). */
+/** Problem slug → class. Those carrying Retry-After (below) and database-unavailable are built apart. */
 export const PROBLEM_CLASSES: Readonly<Record<string, ProblemClass>> = {
   unauthorized: Unauthorized,
   'admin-required': AdminRequired,
@@ -196,13 +245,26 @@ export const PROBLEM_CLASSES: Readonly<Record<string, ProblemClass>> = {
   'metadata-too-large': MetadataTooLarge,
   'unsupported-media-type': UnsupportedMediaType,
   'validation-error': ValidationFailed,
+  'idempotency-key-reused': IdempotencyKeyReused,
+  'session-request-limit': SessionRequestLimit,
+  'duplicate-header': DuplicateHeader,
+  'request-timeout': RequestTimeout,
+  'headers-too-large': HeadersTooLarge,
   'internal-error': InternalError,
+};
+
+/** The problem types whose class also carries the answer's `Retry-After` (in seconds). */
+type RetryAfterClass = new (status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) => BrokerProblem;
+const RETRY_AFTER_CLASSES: Readonly<Record<string, RetryAfterClass>> = {
+  'quota-exceeded': QuotaExceeded,
+  'idempotency-key-conflict': IdempotencyKeyConflict,
+  'session-rate-limited': SessionRateLimited,
 };
 
 /** Every problem slug this client maps to its own class (used by the contract test). */
 export const KNOWN_PROBLEM_SLUGS: readonly string[] = [
   ...Object.keys(PROBLEM_CLASSES),
-  'quota-exceeded',
+  ...Object.keys(RETRY_AFTER_CLASSES),
   'database-unavailable',
 ];
 
@@ -221,7 +283,8 @@ export function problemError(
       ...(problem === undefined ? {} : { problem }),
     });
   }
-  if (slug === 'quota-exceeded') return new QuotaExceeded(status, problem, retryAfter);
+  const withRetryAfter = RETRY_AFTER_CLASSES[slug];
+  if (withRetryAfter) return new withRetryAfter(status, problem, retryAfter);
   const known = PROBLEM_CLASSES[slug];
   if (known) return new known(status, problem);
   // A problem type this client does not know yet (a newer broker) keeps its type and status.

@@ -11,6 +11,11 @@ type Schemas = components['schemas'];
 export type Session = Schemas['SessionRead'];
 /** A session read with `get`, with the strong ETag to send back as `ifMatch`. */
 export type SessionWithEtag = Session & { etag: string };
+/**
+ * What `create` returns: the session, and whether the broker answered it from an earlier request with
+ * the same `Idempotency-Key` (`Idempotent-Replayed: true`) instead of creating one now.
+ */
+export type CreatedSession = SessionWithEtag & { replayed: boolean };
 /** Body of create and register; every field is optional. */
 export type SessionCreate = Schemas['SessionCreate'];
 /** JSON Merge Patch body of `patch`. */
@@ -20,6 +25,8 @@ export type TouchResult = Schemas['TouchResult'];
 /** The optional analytics body a touch may carry. */
 export type TouchRequest = Schemas['TouchRequest'];
 export type Stats = Schemas['Stats'];
+/** `Stats.window`: figures over the last `windowSeconds` (only when `stats({ windowSeconds })` asked). */
+export type WindowStats = Schemas['WindowStats'];
 export type KindStats = Schemas['KindStats'];
 export type Limits = Schemas['Limits'];
 export type AdminStats = Schemas['AdminStats'];
@@ -32,21 +39,21 @@ export type Health = Schemas['Health'];
 
 /** Filters of `GET /v1/sessions` (without the paging parameters, which `list` handles). */
 export type ListFilters = Omit<NonNullable<operations['list_sessions']['parameters']['query']>, 'cursor'>;
-/** Filters of `DELETE /v1/sessions` (revocation); at least one is required. */
-export type RevokeFilters = NonNullable<operations['revoke_sessions']['parameters']['query']>;
+/**
+ * Filters of `DELETE /v1/sessions` (revocation); at least one is required. `all` is not among them:
+ * ending every session of the tenant is `revoke({}, { all: true })`, said on purpose.
+ */
+export type RevokeFilters = Omit<NonNullable<operations['revoke_sessions']['parameters']['query']>, 'all'>;
+
+/** One gateway request for `POST /v1/analytics` (`AnalyticsBatch.requests`: as in a touch body). */
+export type RequestReport = Schemas['TouchRequest'];
 
 /**
- * One gateway request for `POST /v1/analytics` (being added to the broker by another issue; not in
- * openapi.yaml yet, hence written by hand and kept to the agreed shape).
+ * Lifecycle event types the broker emits (unknown types still pass). `session.expiring` comes once per
+ * session `limits.expiry_warning_seconds` before its expiry, only when the broker's
+ * `EXPIRY_WARNING_SECONDS` is set; its data has `expires_at` and `expires_in_seconds`.
  */
-export interface RequestReport {
-  method: string;
-  ok: boolean;
-  duration_ms: number | null;
-}
-
-/** Lifecycle event types the broker emits today (`session.expiring` is planned; unknown types pass). */
-export type SessionEventType = 'session.created' | 'session.updated' | 'session.ended' | 'session.rotated';
+export type SessionEventType = 'session.created' | 'session.updated' | 'session.expiring' | 'session.ended' | 'session.rotated';
 
 /** Why a session ended, as in `session.ended` events and 404 `reason`s. */
 export type EndReason = 'deleted' | 'expired_idle' | 'expired_lifetime' | 'evicted' | 'revoked' | 'rotated';

@@ -14,7 +14,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { Hono } from 'hono';
-import { SessionBroker } from '../src/index.js';
+import { RequestAnalytics, SessionBroker } from '../src/index.js';
 import { brokerSessionsFetch, withBrokerSessions, type WebSessionHandler } from '../src/mcp/index.js';
 import { TENANT_KEY, startBroker, type BrokerProcess } from './support/broker.js';
 import { buildServer, echoed, principalOf, verifier } from './support/mcp-app.js';
@@ -35,7 +35,7 @@ before(async () => {
   handler = brokerSessionsFetch(
     {
       broker: new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY }),
-      // On in this test only: the broker on this branch has no POST /v1/analytics, which is the point.
+      // Flushed by the test itself (the timer would only race it).
       analytics: { flushIntervalMs: 60_000, warn: (message) => warnings.push(message) },
     },
     async (request, context) => {
@@ -106,23 +106,52 @@ describe('web-standard handler on Hono', () => {
     assert.deepEqual(left, []);
   });
 
-  it('analytics are buffered off the request path; a broker without the endpoint switches them off with a warning', async () => {
+  it('analytics are buffered off the request path, then flushed to POST /v1/analytics: the broker counts them', async () => {
     const analytics = handler.gate.requestAnalytics!;
-    const before = analytics.pending;
+    await analytics.flush(); // whatever earlier tests buffered
+    const before = await admin.stats();
+    const recordedBefore = analytics.counts.recorded;
+    const toolCalls = (stats: typeof before) => stats.requests.busiest_methods.find((entry) => entry.method === 'tools/call')?.requests ?? 0;
     const { client } = await connect('bob-token'); // initialize + notifications/initialized
     await client.callTool({ name: 'echo', arguments: { text: 'counted' } });
+    await client.callTool({ name: 'echo', arguments: { text: 'counted too' } });
     await client.close();
-    assert.ok(analytics.pending >= before + 3, `recorded ${analytics.pending - before} requests`);
+    const pending = analytics.pending;
+    assert.ok(pending >= 4, `buffered ${pending} requests`);
+    const untouched = await admin.stats();
+    assert.equal(untouched.requests.requests_total, before.requests.requests_total, 'nothing sent before the flush');
+    await analytics.flush();
+    assert.equal(analytics.pending, 0);
     assert.equal(analytics.disabled, false);
+    assert.equal(analytics.counts.recorded - recordedBefore, pending, 'the broker recorded every buffered report');
+    const deadline = Date.now() + 10_000;
+    let after = await admin.stats();
+    while (after.requests.requests_total < before.requests.requests_total + pending && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      after = await admin.stats();
+    }
+    assert.equal(after.requests.requests_total, before.requests.requests_total + pending);
+    assert.equal(toolCalls(after), toolCalls(before) + 2);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('analytics switch themselves off with one warning where the broker answers 404 for POST /v1/analytics', async () => {
+    // The real broker's 404 `not-found`: under this base URL it serves nothing (as an older broker
+    // without the endpoint answers for /v1/analytics).
+    const seen: string[] = [];
+    const elsewhere = new SessionBroker({ baseUrl: `${broker.url}/no-such-prefix`, apiKey: TENANT_KEY });
+    const analytics = new RequestAnalytics(elsewhere, { flushIntervalMs: 60_000, warn: (message) => seen.push(message) });
+    for (let i = 0; i < 3; i++) analytics.record({ method: 'tools/call', ok: true, duration_ms: 1 });
     await analytics.flush();
     assert.equal(analytics.disabled, true);
-    assert.equal(warnings.length, 1);
-    assert.match(warnings[0]!, /no POST \/v1\/analytics/);
-    // Requests are unaffected once analytics are off.
-    const again = await connect('bob-token');
-    await again.client.callTool({ name: 'echo', arguments: { text: 'still fine' } });
-    await again.client.close();
-    assert.equal(analytics.pending, 0);
+    assert.equal(analytics.counts.dropped, 3);
+    assert.equal(seen.length, 1);
+    assert.match(seen[0]!, /no POST \/v1\/analytics/);
+    analytics.record({ method: 'tools/call', ok: true, duration_ms: 1 });
+    await analytics.flush();
+    assert.equal(analytics.pending, 0, 'off: nothing is buffered any more');
+    assert.equal(seen.length, 1, 'one warning only');
+    await analytics.close();
   });
 });
 

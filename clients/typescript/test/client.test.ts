@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   AdminRequired,
   BrokerUnavailable,
+  IdempotencyKeyReused,
   InvalidSessionId,
   MetadataTooLarge,
   NotFound,
@@ -20,10 +21,13 @@ import {
   SessionExists,
   SessionIdRetired,
   SessionNotFound,
+  SessionRateLimited,
+  SessionRequestLimit,
   TenantKeyRequired,
   Unauthorized,
   ValidationFailed,
   type BrokerEvent,
+  type Stats,
 } from '../src/index.js';
 import { ADMIN_KEY, OTHER_TENANT_KEY, TENANT_KEY, freePort, startBroker, type BrokerProcess } from './support/broker.js';
 
@@ -145,12 +149,128 @@ describe('sessions', () => {
     assert.equal(old.reason, 'rotated');
   });
 
+  it('create with an Idempotency-Key: the same request again is replayed (same session), another one IdempotencyKeyReused', async () => {
+    const key = `create-${process.pid}-${++unique}`;
+    const who = principal();
+    const first = await client.create({ principal: who, metadata: { n: 1 } }, { idempotencyKey: key });
+    assert.equal(first.replayed, false);
+    const again = await client.create({ principal: who, metadata: { n: 1 } }, { idempotencyKey: key });
+    assert.equal(again.replayed, true);
+    assert.equal(again.id, first.id);
+    assert.equal(again.etag, first.etag);
+    let live = 0;
+    for await (const session of client.list({ principal: who })) live += session.id === first.id ? 1 : 100;
+    assert.equal(live, 1, 'one session, not two');
+    const reused = await client.create({ principal: who, metadata: { n: 2 } }, { idempotencyKey: key }).catch((thrown: unknown) => thrown);
+    assert.ok(reused instanceof IdempotencyKeyReused, String(reused));
+    assert.equal(reused.status, 422);
+    const unkeyed = await client.create({ principal: who });
+    assert.equal(unkeyed.replayed, false);
+    assert.notEqual(unkeyed.id, first.id);
+  });
+
+  it('max_requests: touches past the lifetime limit are SessionRequestLimit; the session stays readable; patch raises it', async () => {
+    const session = await client.create({ max_requests: 2 });
+    assert.equal(session.max_requests, 2);
+    assert.equal(session.max_requests_per_minute, 0);
+    await client.touch(session.id);
+    await client.touch(session.id);
+    const error = await client.touch(session.id).catch((thrown: unknown) => thrown);
+    assert.ok(error instanceof SessionRequestLimit, String(error));
+    assert.equal(error.status, 429);
+    assert.equal(error.limit, 2);
+    assert.equal((await client.get(session.id)).id, session.id);
+    assert.equal((await client.patch(session.id, { max_requests: 4 })).max_requests, 4);
+    await client.touch(session.id); // the third touch, within the raised limit
+    const unlimited = await client.create();
+    assert.equal(unlimited.max_requests, 0, 'the tenant default here: unlimited');
+    for (let i = 0; i < 3; i++) await client.touch(unlimited.id);
+  });
+
+  it('max_requests_per_minute: a touch over it is SessionRateLimited with retryAfter from Retry-After', async () => {
+    const session = await client.create({ max_requests_per_minute: 1 });
+    assert.equal(session.max_requests_per_minute, 1);
+    await client.touch(session.id);
+    const error = await client.touch(session.id).catch((thrown: unknown) => thrown);
+    assert.ok(error instanceof SessionRateLimited, String(error));
+    assert.equal(error.status, 429);
+    assert.equal(error.limit, 1);
+    assert.ok(error.retryAfter !== undefined && error.retryAfter >= 1 && error.retryAfter <= 60, `retryAfter ${error.retryAfter}`);
+  });
+
+  it('revoke with all: true ends every live session of the tenant, and only that tenant', async () => {
+    const other = new SessionBroker({ baseUrl: broker.url, apiKey: OTHER_TENANT_KEY });
+    await other.revoke({}, { all: true }); // whatever earlier tests left in tenant `other`
+    const mine = await client.create();
+    const a = await other.create({ principal: principal() });
+    const b = await other.create({ principal: principal(), kind: 'another-kind' });
+    assert.equal(await other.revoke({}, { all: true }), 2);
+    assert.equal(await other.revoke({}, { all: true }), 0);
+    for (const id of [a.id, b.id]) {
+      const error = await other.get(id).catch((thrown: unknown) => thrown);
+      assert.ok(error instanceof SessionNotFound, String(error));
+      assert.equal(error.reason, 'revoked');
+    }
+    assert.equal((await client.get(mine.id)).id, mine.id, "another tenant's session is untouched");
+    await assert.rejects(other.revoke({ kind: 'mcp' }, { all: true }), TypeError);
+  });
+
+  it('stats with windowSeconds adds the window: sessions created and ended in it, by reason', async () => {
+    assert.equal((await client.stats()).window ?? undefined, undefined, 'no window unless asked');
+    let before: Stats | undefined;
+    let after: Stats | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      // A stats snapshot taken in between moves `since` (the interval covered): then measure again.
+      before = await client.stats({ windowSeconds: 3600 });
+      const a = await client.create();
+      await client.create();
+      await client.delete(a.id);
+      after = await client.stats({ windowSeconds: 3600 });
+      if (after.window?.since === before.window?.since) break;
+    }
+    assert.ok(before?.window && after?.window, 'window present');
+    assert.equal(after.window.since, before.window.since, 'the same interval');
+    assert.equal(after.window.seconds, 3600);
+    assert.equal(after.window.created, before.window.created + 2);
+    assert.equal(after.window.ended['deleted'] ?? 0, (before.window.ended['deleted'] ?? 0) + 1);
+    assert.ok(after.window.peak_live >= after.live);
+    await assert.rejects(client.stats({ windowSeconds: 0 }), ValidationFailed);
+  });
+
   it('stats counts the tenant and reports limits', async () => {
     const stats = await client.stats();
     assert.equal(stats.tenant, 'acme');
     assert.ok(stats.live >= 1);
     assert.equal(stats.limits.max_metadata_bytes, 1024);
     assert.ok(stats.by_kind.some((kind) => kind.kind === 'mcp'));
+  });
+});
+
+describe('request analytics', () => {
+  it('reportRequests records the outcomes; they show up in stats().requests, by method', async () => {
+    const method = 'completion/complete'; // a method no other test in this file reports
+    const ofMethod = (stats: Stats) => stats.requests.busiest_methods.find((entry) => entry.method === method);
+    const before = await client.stats();
+    assert.equal(ofMethod(before), undefined);
+    const recorded = await client.reportRequests([
+      { method, ok: true, duration_ms: 10 },
+      { method, ok: false, duration_ms: 30 },
+      { method, ok: true, duration_ms: 20 },
+    ]);
+    assert.equal(recorded, 3);
+    const deadline = Date.now() + 10_000;
+    let after = await client.stats();
+    while (after.requests.requests_total < before.requests.requests_total + 3 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      after = await client.stats();
+    }
+    assert.equal(after.requests.requests_total, before.requests.requests_total + 3);
+    assert.equal(after.requests.errors_total, before.requests.errors_total + 1);
+    const ours = ofMethod(after);
+    assert.ok(ours, `${method} in busiest_methods: ${JSON.stringify(after.requests.busiest_methods)}`);
+    assert.equal(ours.requests, 3);
+    assert.equal(ours.errors, 1);
+    assert.equal(ours.mean_duration_ms, 20);
   });
 });
 
@@ -201,8 +321,12 @@ describe('errors', () => {
     await assert.rejects(client.create({ principal: 'line\nbreak' }), TypeError);
   });
 
-  it('reportRequests on a broker without POST /v1/analytics is NotFound', async () => {
-    await assert.rejects(client.reportRequests([{ method: 'tools/call', ok: true, duration_ms: 3 }]), NotFound);
+  it('reportRequests under a base URL where the broker serves no POST /v1/analytics is NotFound', async () => {
+    // The broker's own 404 for a path it does not serve (as an older broker answers for /v1/analytics).
+    const elsewhere = new SessionBroker({ baseUrl: `${broker.url}/no-such-prefix`, apiKey: TENANT_KEY });
+    const error = await elsewhere.reportRequests([{ method: 'tools/call', ok: true, duration_ms: 3 }]).catch((thrown: unknown) => thrown);
+    assert.ok(error instanceof NotFound, String(error));
+    assert.equal(error.slug, 'not-found');
     await assert.rejects(client.reportRequests([]), RangeError);
   });
 });

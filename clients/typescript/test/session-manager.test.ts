@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { BrokerSessionManager, SessionBroker } from '../src/index.js';
+import { BrokerSessionManager, SessionBroker, type BrokerEvent, type SessionEvent } from '../src/index.js';
 import { ADMIN_KEY, OTHER_TENANT_KEY, TENANT_KEY, startBroker, type BrokerProcess } from './support/broker.js';
 import { InMemorySessionManager } from './support/in-memory-session-manager.js';
 
@@ -35,6 +35,8 @@ interface FactoryOptions {
 
 /** With `PURGE_INTERVAL_SECONDS=1` the broker states expiry is recorded within 2 × 1 s, at most 5 s. */
 const EXPIRY_LATENCY_MS = 5_000;
+/** `EXPIRY_WARNING_SECONDS` of the broker below. */
+const WARNING_SECONDS = 2;
 /** The quota of tenant `other` below (the broker's cap is configuration, not a per-manager option). */
 const TENANT_CAP = 3;
 
@@ -44,6 +46,8 @@ let kinds = 0;
 before(async () => {
   broker = await startBroker({
     SESSION_BROKER_PURGE_INTERVAL_SECONDS: '1',
+    // `session.expiring` this close to expiry (the manager ignores these; the last test reads them).
+    SESSION_BROKER_EXPIRY_WARNING_SECONDS: String(WARNING_SECONDS),
     SESSION_BROKER_TENANT_QUOTAS: JSON.stringify({ other: { max_sessions_per_tenant: TENANT_CAP } }),
   });
 });
@@ -191,27 +195,58 @@ for (const [name, makeManager] of implementations) {
   });
 }
 
-describe('BrokerSessionManager: the expiration handler path, independent of the purge delay', () => {
-  it('a session.ended expired_idle event reaches the handler (expired row made purgeable by SQL, as issue 12 makes the purge do)', async (t) => {
-    const kind = `forced-${process.pid}`;
-    const manager = new BrokerSessionManager({
-      broker: new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY }),
-      kind,
-      idleTimeoutSeconds: 1,
-    });
+describe('BrokerSessionManager: the expiration handler path, through the broker\'s own prompt expiry', () => {
+  it('a session.ended expired_idle event reaches the handler within the stated bound, for this kind only, with the real expiry as endedAt', async (t) => {
+    const kind = `expiring-${process.pid}`;
+    const tenant = new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY });
+    const bound = (await tenant.stats()).limits.expiry_notice_bound_seconds;
+    assert.equal(bound, 2, 'twice PURGE_INTERVAL_SECONDS=1');
+    // No adminBroker: cleanup() cannot run a purge, so only the broker's own purge timer can end it.
+    const manager = new BrokerSessionManager({ broker: tenant, kind, idleTimeoutSeconds: 1 });
     t.after(() => manager.shutdown());
-    const expired: Array<{ id: string; reason: string; endedAt: Date | undefined }> = [];
-    manager.setExpirationHandler((id, details) => expired.push({ id, ...details }));
-    await sleep(300);
+    const expired: Array<{ id: string; reason: string; endedAt: Date | undefined; at: number }> = [];
+    manager.setExpirationHandler((id, details) => expired.push({ id, ...details, at: Date.now() }));
+    await sleep(300); // the manager opens its event stream
     const id = await manager.create();
-    const other = await new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY }).create({ kind: 'not-mine', idle_timeout_seconds: 1 });
-    await sleep(1_200);
-    // Today the purge picks a row up only once `purge_after` (expires_at + up to 600 s) has passed.
-    const ids = [id, other.id].map((value) => `'${value.replace(/'/g, "''")}'`).join(', ');
-    await broker.sql(`UPDATE sessions SET purge_after = now() - interval '1 second' WHERE id IN (${ids})`);
-    assert.ok(await until(() => expired.length > 0, 5_000), 'handler not called after the purge ran');
-    await sleep(500);
+    const expiresAt = Date.parse((await tenant.get(id)).expires_at);
+    const other = await tenant.create({ kind: 'not-mine', idle_timeout_seconds: 1 });
+    const called = await until(() => expired.length > 0, expiresAt + bound * 1_000 + 3_000 - Date.now());
+    assert.ok(called, `handler not called within ${bound} s (+3 s of slack) of the expiry`);
+    assert.ok(expired[0]!.at - expiresAt <= bound * 1_000 + 3_000, `called ${expired[0]!.at - expiresAt} ms after expiry`);
+    await sleep(1_500); // the other kind's session has ended by now too
+    await assert.rejects(tenant.get(other.id), /expired_idle/);
     assert.deepEqual(expired.map((entry) => [entry.id, entry.reason]), [[id, 'expired_idle']], 'only this kind, once');
-    assert.ok(expired[0]!.endedAt instanceof Date);
+    const endedAt = expired[0]!.endedAt;
+    assert.ok(endedAt instanceof Date);
+    assert.ok(Math.abs(endedAt.getTime() - expiresAt) < 1_000, `endedAt ${endedAt.toISOString()} is the expiry ${new Date(expiresAt).toISOString()}`);
+  });
+
+  it('session.expiring arrives before the expiry (EXPIRY_WARNING_SECONDS), then session.ended', async () => {
+    const tenant = new SessionBroker({ baseUrl: broker.url, apiKey: TENANT_KEY });
+    assert.equal((await tenant.stats()).limits.expiry_warning_seconds, WARNING_SECONDS);
+    const stop = new AbortController();
+    const seen: BrokerEvent[] = [];
+    const reading = (async () => {
+      for await (const event of tenant.events({ signal: stop.signal })) seen.push(event);
+    })();
+    try {
+      await sleep(300);
+      const session = await tenant.create({ kind: `warned-${process.pid}`, idle_timeout_seconds: 4 });
+      const ours = () => seen.filter((event): event is SessionEvent => 'sessionId' in event && event.sessionId === session.id);
+      assert.ok(await until(() => ours().some((event) => event.type === 'session.ended'), 12_000), `no session.ended: ${JSON.stringify(ours())}`);
+      const types = ours().map((event) => event.type);
+      assert.deepEqual(types, ['session.created', 'session.expiring', 'session.ended']);
+      const warning = ours()[1]!;
+      const warnedAt = Date.parse(warning.occurredAt);
+      const expiresAt = Date.parse(session.expires_at);
+      assert.equal(warning.data['expires_at'] !== undefined && Date.parse(String(warning.data['expires_at'])), expiresAt);
+      assert.ok(warnedAt < expiresAt, 'warned before the expiry');
+      assert.ok(expiresAt - warnedAt <= WARNING_SECONDS * 1_000 + 100, `warned ${expiresAt - warnedAt} ms before, not earlier than the window`);
+      const left = Number(warning.data['expires_in_seconds']);
+      assert.ok(left > 0 && left <= WARNING_SECONDS, `expires_in_seconds ${left}`);
+    } finally {
+      stop.abort();
+      await reading;
+    }
   });
 });

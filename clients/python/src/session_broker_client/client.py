@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PRINCIPAL_HEADER = "Session-Principal"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 MERGE_PATCH = "application/merge-patch+json"
 # The broker accepts up to 1000 outcomes per analytics batch; 500 keeps a batch well inside its body limit.
 ANALYTICS_BATCH_SIZE = 500
@@ -110,9 +112,15 @@ class SessionBroker:
         idle_timeout_seconds: int | None = None,
         max_lifetime_seconds: int | None = None,
         idempotency_key: str | None = None,
+        max_requests: int | None = None,
+        max_requests_per_minute: int | None = None,
     ) -> Session:
         """Create a session; the broker mints its id. Retried only with `idempotency_key` (sent as the
-        `Idempotency-Key` header), because a blind repeat of a create whose answer was lost makes two."""
+        `Idempotency-Key` header), because a blind repeat of a create whose answer was lost makes two.
+        The same key with the same request answers the first one's session again (`.replayed` is then
+        True); with another request it raises `IdempotencyKeyReused`. `max_requests` and
+        `max_requests_per_minute` limit the session's touches (0: unlimited; None: the tenant's
+        default); past them `touch` raises `SessionRequestLimit` or `SessionRateLimited`."""
         body = _session_body(
             kind,
             principal,
@@ -122,11 +130,14 @@ class SessionBroker:
             metadata,
             idle_timeout_seconds,
             max_lifetime_seconds,
+            max_requests,
+            max_requests_per_minute,
         )
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
         policy = self.retry if idempotency_key else NO_RETRY
         response = await self._call("create", "POST", "/v1/sessions", policy, json=body, headers=headers)
-        return Session.from_json(response.json())
+        replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+        return dataclasses.replace(Session.from_json(response.json()), replayed=replayed)
 
     async def register(
         self,
@@ -140,6 +151,8 @@ class SessionBroker:
         metadata: Mapping[str, Any] | None = None,
         idle_timeout_seconds: int | None = None,
         max_lifetime_seconds: int | None = None,
+        max_requests: int | None = None,
+        max_requests_per_minute: int | None = None,
     ) -> Session:
         """Register an id minted elsewhere (e.g. by an MCP SDK). Not retried: a repeat after a lost
         answer would be refused with `SessionExists` for the session the first attempt made."""
@@ -152,6 +165,8 @@ class SessionBroker:
             metadata,
             idle_timeout_seconds,
             max_lifetime_seconds,
+            max_requests,
+            max_requests_per_minute,
         )
         response = await self._call("register", "PUT", session_path(session_id), NO_RETRY, json=body)
         return Session.from_json(response.json())
@@ -194,12 +209,15 @@ class SessionBroker:
         owner: str | None = UNSET,
         client_id: str | None = UNSET,
         protocol_version: str | None = UNSET,
+        max_requests: int | None = UNSET,
+        max_requests_per_minute: int | None = UNSET,
         if_match: str | None = None,
         principal: str | None = None,
     ) -> Session:
         """JSON Merge Patch (RFC 7396): `metadata` is merged (a member set to None is removed); the
-        other fields are replaced, None clears them; fields not given are left alone. `if_match` is an
-        ETag (`session.etag`) or `*`; a mismatch raises `PreconditionFailed`."""
+        other fields are replaced, None clears them (for the request limits: unlimited, as 0); fields not
+        given are left alone. `if_match` is an ETag (`session.etag`) or `*`; a mismatch raises
+        `PreconditionFailed`."""
         document = {
             name: value
             for name, value in (
@@ -207,11 +225,16 @@ class SessionBroker:
                 ("owner", owner),
                 ("client_id", client_id),
                 ("protocol_version", protocol_version),
+                ("max_requests", max_requests),
+                ("max_requests_per_minute", max_requests_per_minute),
             )
             if value is not UNSET
         }
         if not document:
-            raise ValueError("patch needs at least one of metadata, owner, client_id, protocol_version")
+            raise ValueError(
+                "patch needs at least one of metadata, owner, client_id, protocol_version, max_requests, "
+                "max_requests_per_minute"
+            )
         headers = {"Content-Type": MERGE_PATCH, **_principal_header(principal)}
         if if_match is not None:
             headers["If-Match"] = if_match
@@ -314,18 +337,28 @@ class SessionBroker:
         client_id: str | None = None,
         owner: str | None = None,
         kind: str | None = None,
+        all: bool = False,
     ) -> int:
-        """End every live session matching all the filters given (at least one); returns how many.
-        Idempotent (a retry revokes 0 more), so it is retried."""
+        """End every live session matching all the filters given (at least one), or with `all=True`
+        (and no filter) every live session of the tenant; returns how many. Idempotent (a retry revokes
+        0 more), so it is retried."""
         params = _filters(kind=kind, principal=principal, client_id=client_id, owner=owner)
-        if not params:
-            raise ValueError("revoke needs at least one filter: principal, client_id, owner or kind")
+        if all and params:
+            raise ValueError("revoke(all=True) takes no filters")
+        if all:
+            params = {"all": "true"}
+        elif not params:
+            raise ValueError(
+                "revoke needs at least one filter: principal, client_id, owner or kind (or all=True)"
+            )
         response = await self._call("revoke", "DELETE", "/v1/sessions", self.retry, params=params)
         return int(response.json()["revoked"])
 
-    async def stats(self) -> Stats:
-        """The tenant's live sessions (exact), totals, request analytics and configured limits."""
-        response = await self._call("stats", "GET", "/v1/stats", self.retry)
+    async def stats(self, *, window_seconds: int | None = None) -> Stats:
+        """The tenant's live sessions (exact), totals, request analytics and configured limits; with
+        `window_seconds` (1-86400) also `.window`: created, ended, peak live and lifetimes over it."""
+        params = None if window_seconds is None else {"window_seconds": str(window_seconds)}
+        response = await self._call("stats", "GET", "/v1/stats", self.retry, params=params)
         return Stats.from_json(response.json())
 
     # --- analytics and events ----------------------------------------------------------------------
@@ -424,6 +457,8 @@ def _session_body(
     metadata: Mapping[str, Any] | None,
     idle_timeout_seconds: int | None,
     max_lifetime_seconds: int | None,
+    max_requests: int | None = None,
+    max_requests_per_minute: int | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"kind": kind}
     optional = {
@@ -434,6 +469,8 @@ def _session_body(
         "metadata": dict(metadata) if metadata is not None else None,
         "idle_timeout_seconds": idle_timeout_seconds,
         "max_lifetime_seconds": max_lifetime_seconds,
+        "max_requests": max_requests,
+        "max_requests_per_minute": max_requests_per_minute,
     }
     body.update({name: value for name, value in optional.items() if value is not None})
     return body

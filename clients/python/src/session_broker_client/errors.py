@@ -144,6 +144,82 @@ class QuotaExceeded(BrokerError):
         return value if isinstance(value, int) else None
 
 
+class IdempotencyKeyReused(BrokerError):
+    """The `Idempotency-Key` was sent before with a different request; use a new key for a new one."""
+
+    slug = "idempotency-key-reused"
+
+
+class IdempotencyKeyConflict(BrokerError):
+    """Concurrent requests with this `Idempotency-Key` kept colliding; retry with the same key after
+    `retry_after` seconds."""
+
+    slug = "idempotency-key-conflict"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, problem=problem)
+        self.retry_after = retry_after
+
+
+class SessionRequestLimit(BrokerError):
+    """The session has used up its `max_requests` touches (it stays readable until it expires)."""
+
+    slug = "session-request-limit"
+
+    @property
+    def limit(self) -> int | None:
+        value = self.problem.get("limit")
+        return value if isinstance(value, int) else None
+
+
+class SessionRateLimited(BrokerError):
+    """The session is over its `max_requests_per_minute`; `retry_after` is the broker's `Retry-After`."""
+
+    slug = "session-rate-limited"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, problem=problem)
+        self.retry_after = retry_after
+
+    @property
+    def limit(self) -> int | None:
+        value = self.problem.get("limit")
+        return value if isinstance(value, int) else None
+
+
+class DuplicateHeader(BrokerError):
+    """A header that must appear once (e.g. `Idempotency-Key`) appeared more than once."""
+
+    slug = "duplicate-header"
+
+    @property
+    def header(self) -> str | None:
+        value = self.problem.get("header")
+        return value if isinstance(value, str) else None
+
+
+class RequestTimeout(BrokerError):
+    slug = "request-timeout"
+
+
+class HeadersTooLarge(BrokerError):
+    slug = "headers-too-large"
+
+
 class InternalError(BrokerError):
     slug = "internal-error"
 
@@ -184,11 +260,24 @@ PROBLEM_CLASSES: dict[str, type[BrokerError]] = {
         MetadataTooLarge,
         UnsupportedMediaType,
         ValidationFailed,
+        IdempotencyKeyReused,
+        IdempotencyKeyConflict,
         QuotaExceeded,
+        SessionRequestLimit,
+        SessionRateLimited,
+        DuplicateHeader,
+        RequestTimeout,
+        HeadersTooLarge,
         InternalError,
         BrokerUnavailable,
     )
 }
+# The problem types whose exception also carries the answer's `Retry-After` (in seconds).
+_RETRY_AFTER_CLASSES: tuple[type[QuotaExceeded | IdempotencyKeyConflict | SessionRateLimited], ...] = (
+    QuotaExceeded,
+    IdempotencyKeyConflict,
+    SessionRateLimited,
+)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -216,8 +305,9 @@ def error_from_problem(status: int, problem: dict[str, Any], retry_after: str | 
         return BrokerUnavailable(
             detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after)
         )
-    if cls is QuotaExceeded:
-        return QuotaExceeded(
-            detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after)
-        )
+    for with_retry_after in _RETRY_AFTER_CLASSES:
+        if cls is with_retry_after:
+            return with_retry_after(
+                detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after)
+            )
     return cls(detail, status=status, problem=problem)

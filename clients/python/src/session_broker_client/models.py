@@ -37,6 +37,12 @@ class Session:
     expires_at: datetime
     idle_timeout_seconds: int
     max_lifetime_seconds: int
+    # Touch limits of the session (0: unlimited): in its life, and per minute since its creation.
+    max_requests: int = 0
+    max_requests_per_minute: int = 0
+    # Only from `create`: True when the broker answered with the session an earlier request with the same
+    # `Idempotency-Key` created (`Idempotent-Replayed: true`), rather than creating one now.
+    replayed: bool = False
 
     @property
     def etag(self) -> str:
@@ -59,6 +65,8 @@ class Session:
             expires_at=parse_time(data["expires_at"]),
             idle_timeout_seconds=int(data["idle_timeout_seconds"]),
             max_lifetime_seconds=int(data["max_lifetime_seconds"]),
+            max_requests=int(data.get("max_requests") or 0),
+            max_requests_per_minute=int(data.get("max_requests_per_minute") or 0),
         )
 
 
@@ -146,6 +154,33 @@ class RequestStats:
 
 
 @dataclass(frozen=True)
+class WindowStats:
+    """`Stats.window`, with `stats(window_seconds=N)`: figures over the last N seconds. They cover the
+    interval from `since` (None: since the tenant's first session), which may start up to one stats
+    refresh earlier than asked."""
+
+    seconds: int
+    since: datetime | None
+    created: int
+    ended: dict[str, int]
+    peak_live: int
+    mean_lifetime_seconds: float | None
+    p95_lifetime_seconds: float | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WindowStats:
+        return cls(
+            seconds=int(data["seconds"]),
+            since=_optional_time(data.get("since")),
+            created=int(data["created"]),
+            ended={str(key): int(value) for key, value in (data.get("ended") or {}).items()},
+            peak_live=int(data["peak_live"]),
+            mean_lifetime_seconds=data.get("mean_lifetime_seconds"),
+            p95_lifetime_seconds=data.get("p95_lifetime_seconds"),
+        )
+
+
+@dataclass(frozen=True)
 class Stats:
     """`GET /v1/stats`: the tenant's live sessions (counted exactly), totals, analytics and limits.
     `limits` is the broker's configured bounds as it sent them (timeouts, quotas, retention)."""
@@ -159,6 +194,7 @@ class Stats:
     ended_total: dict[str, int]
     requests: RequestStats
     limits: dict[str, Any] = field(default_factory=dict)
+    window: WindowStats | None = None  # only with `stats(window_seconds=N)`
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stats:
@@ -172,6 +208,7 @@ class Stats:
             ended_total={str(key): int(value) for key, value in (data.get("ended_total") or {}).items()},
             requests=RequestStats.from_json(data["requests"]),
             limits=dict(data.get("limits") or {}),
+            window=WindowStats.from_json(data["window"]) if data.get("window") else None,
         )
 
 
@@ -179,11 +216,12 @@ class Stats:
 class Event:
     """One frame of `GET /v1/events`.
 
-    `type` is a lifecycle event (`session.created`, `session.updated`, `session.ended`,
-    `session.rotated`) or a stream notice (`stream.open`, `stream.gap`, `stream.error`). `id` is the
-    SSE id to resume after (None for frames without one). For lifecycle events `session_id`,
-    `occurred_at` and `data` (the event's fields, e.g. `reason` of an end) are set; for notices `data`
-    is the notice (`detail`, and for a gap `last_event_id` / `resumed_after`)."""
+    `type` is a lifecycle event (`session.created`, `session.updated`, `session.expiring` (only with
+    the broker's EXPIRY_WARNING_SECONDS), `session.ended`, `session.rotated`) or a stream notice
+    (`stream.open`, `stream.gap`, `stream.error`). `id` is the SSE id to resume after (None for frames
+    without one). For lifecycle events `session_id`, `occurred_at` and `data` (the event's fields, e.g.
+    `reason` of an end) are set; for notices `data` is the notice (`detail`, and for a gap
+    `last_event_id` / `resumed_after`)."""
 
     type: str
     id: str | None

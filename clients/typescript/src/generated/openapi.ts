@@ -14,9 +14,9 @@ export interface paths {
         /** List live sessions (keyset pagination, ordered by id) */
         get: operations["list_sessions"];
         put?: never;
-        /** Create a session (the service mints the id) */
+        /** Create a session (the service mints the id); retry safely with an Idempotency-Key */
         post: operations["create_session"];
-        /** Revoke: end every live session matching the filters (at least one filter is required) */
+        /** Revoke: end every live session matching the filters (a filter, or all=true, is required) */
         delete: operations["revoke_sessions"];
         options?: never;
         head?: never;
@@ -52,25 +52,8 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Slide the idle expiry (capped by the absolute lifetime) */
+        /** Slide the idle expiry (capped by the absolute lifetime); 429 past a request limit */
         post: operations["touch_session"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/stats": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** The tenant's live sessions, totals and configured limits */
-        get: operations["get_stats"];
-        put?: never;
-        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -88,6 +71,40 @@ export interface paths {
         put?: never;
         /** Rotate: move the session to a new minted id; the old id ends with reason `rotated` */
         post: operations["rotate_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's live sessions, totals and configured limits; with window_seconds, a recent window */
+        get: operations["get_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/analytics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Report the outcomes of gateway requests in a batch (request analytics without a touch) */
+        post: operations["report_requests"];
         delete?: never;
         options?: never;
         head?: never;
@@ -118,7 +135,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Admin: live sessions and totals of every tenant */
+        /** Admin: live sessions and totals of every tenant; with window_seconds, a recent window each */
         get: operations["get_admin_stats"];
         put?: never;
         post?: never;
@@ -215,6 +232,14 @@ export interface components {
             /** Tenants */
             tenants: components["schemas"]["TenantStats"][];
         };
+        /** AnalyticsRecorded */
+        AnalyticsRecorded: {
+            /**
+             * Recorded
+             * @description request outcomes counted
+             */
+            recorded: number;
+        };
         /** Health */
         Health: {
             /** Status */
@@ -268,10 +293,30 @@ export interface components {
              * @description reject or evict_oldest_idle
              */
             quota_policy: string;
+            /**
+             * Default Max Requests Per Session
+             * @description 0: unlimited
+             */
+            default_max_requests_per_session: number;
+            /**
+             * Default Max Requests Per Minute
+             * @description 0: unlimited
+             */
+            default_max_requests_per_minute: number;
             /** Tombstone Retention Seconds */
             tombstone_retention_seconds: number;
             /** Event Retention Seconds */
             event_retention_seconds: number;
+            /**
+             * Expiry Warning Seconds
+             * @description 0: no `session.expiring` events
+             */
+            expiry_warning_seconds: number;
+            /**
+             * Expiry Notice Bound Seconds
+             * @description an expiry is recorded (event, counters, tombstone) within this long after it happens (twice the purge interval), while the purge keeps up
+             */
+            expiry_notice_bound_seconds: number;
         };
         /** MethodStats */
         MethodStats: {
@@ -293,11 +338,21 @@ export interface components {
         PurgeRun: {
             /**
              * Deleted
-             * @description rows deleted: sessions, tombstones, events
+             * @description rows deleted: sessions, tombstones, idempotency_keys, events
              */
             deleted: {
                 [key: string]: number;
             };
+            /**
+             * Warned
+             * @description sessions that got their `session.expiring` event
+             */
+            warned: number;
+            /**
+             * Rearmed
+             * @description live sessions whose next check moved (touched since it was set)
+             */
+            rearmed: number;
             /** Batches */
             batches: number;
             /**
@@ -307,6 +362,11 @@ export interface components {
             skipped: boolean;
             /** Seconds */
             seconds: number;
+            /**
+             * Max Notice Delay Seconds
+             * @description the longest time from an expiry this run recorded to the moment it recorded it
+             */
+            max_notice_delay_seconds: number;
         };
         /**
          * RequestStats
@@ -385,13 +445,31 @@ export interface components {
             idle_timeout_seconds: number;
             /** Max Lifetime Seconds */
             max_lifetime_seconds: number;
+            /**
+             * Max Requests
+             * @description lifetime touch limit; 0: unlimited
+             */
+            max_requests: number;
+            /**
+             * Max Requests Per Minute
+             * @description per-minute touch limit; 0: unlimited
+             */
+            max_requests_per_minute: number;
         };
-        /** Stats */
+        /**
+         * Stats
+         * @description `GET /v1/stats`: the tenant's figures, its reported requests and the limits that apply to it.
+         */
         Stats: {
             /** Tenant */
             tenant: string;
             /** Live */
             live: number;
+            /**
+             * Active Last 5M
+             * @description live sessions created or touched in the last five minutes (a touch that is throttled writes nothing, so a session counts if its last written touch is that recent)
+             */
+            active_last_5m: number;
             /** By Kind */
             by_kind: components["schemas"]["KindStats"][];
             /** Oldest Created At */
@@ -407,15 +485,25 @@ export interface components {
             ended_total: {
                 [key: string]: number;
             };
+            /** @description only with `?window_seconds=N` */
+            window?: components["schemas"]["WindowStats"] | null;
             requests: components["schemas"]["RequestStats"];
             limits: components["schemas"]["Limits"];
         };
-        /** TenantStats */
+        /**
+         * TenantStats
+         * @description One tenant's sessions: live by kind, oldest and newest, lifetime totals.
+         */
         TenantStats: {
             /** Tenant */
             tenant: string;
             /** Live */
             live: number;
+            /**
+             * Active Last 5M
+             * @description live sessions created or touched in the last five minutes (a touch that is throttled writes nothing, so a session counts if its last written touch is that recent)
+             */
+            active_last_5m: number;
             /** By Kind */
             by_kind: components["schemas"]["KindStats"][];
             /** Oldest Created At */
@@ -424,10 +512,15 @@ export interface components {
             newest_created_at: string | null;
             /** Created Total */
             created_total: number;
-            /** Ended Total */
+            /**
+             * Ended Total
+             * @description sessions ended since the tenant began, by reason
+             */
             ended_total: {
                 [key: string]: number;
             };
+            /** @description only with `?window_seconds=N` */
+            window?: components["schemas"]["WindowStats"] | null;
         };
         /** TouchResult */
         TouchResult: {
@@ -438,6 +531,49 @@ export interface components {
              * Format: date-time
              */
             expires_at: string;
+        };
+        /**
+         * WindowStats
+         * @description Figures over a recent window (`?window_seconds=N`). Counts are exact for the interval from `since`
+         *     to now, which starts at the last stats snapshot taken at or before N seconds ago (snapshots are taken
+         *     with each fleet recount, every STATS_REFRESH_SECONDS), so it can reach up to one refresh interval
+         *     further back than asked.
+         */
+        WindowStats: {
+            /**
+             * Seconds
+             * @description the window asked for
+             */
+            seconds: number;
+            /**
+             * Since
+             * @description start of the interval the figures cover; null: since the tenant's first session
+             */
+            since: string | null;
+            /** Created */
+            created: number;
+            /**
+             * Ended
+             * @description by reason
+             */
+            ended: {
+                [key: string]: number;
+            };
+            /**
+             * Peak Live
+             * @description highest live count seen: the fleet recounts since `since` (one per STATS_REFRESH_SECONDS, so a shorter peak between two can be missed) and the exact count now
+             */
+            peak_live: number;
+            /**
+             * Mean Lifetime Seconds
+             * @description of sessions that ended in the window (exact)
+             */
+            mean_lifetime_seconds: number | null;
+            /**
+             * P95 Lifetime Seconds
+             * @description 95th percentile lifetime of sessions that ended in the window, from lifetime buckets a quarter power of two wide: the mean of the bucket holding it, so within 19 % of the exact value
+             */
+            p95_lifetime_seconds: number | null;
         };
         /**
          * SessionCreate
@@ -451,7 +587,7 @@ export interface components {
             kind?: string;
             /**
              * Principal
-             * @description authenticated end user, e.g. 'issuer|subject'
+             * @description authenticated end user, e.g. 'issuer|subject' (surrounding whitespace is trimmed)
              * @default null
              */
             principal?: string | null;
@@ -473,7 +609,7 @@ export interface components {
             protocol_version?: string | null;
             /**
              * Metadata
-             * @description JSON object (client info, capabilities, upstream ids...); size-limited
+             * @description JSON object (client info, capabilities, upstream ids...); size-limited, at most 32 levels deep
              */
             metadata?: {
                 [key: string]: unknown;
@@ -488,6 +624,18 @@ export interface components {
              * @default null
              */
             max_lifetime_seconds?: number | null;
+            /**
+             * Max Requests
+             * @description touches this session may have in its life (0: unlimited; omitted: tenant default)
+             * @default null
+             */
+            max_requests?: number | null;
+            /**
+             * Max Requests Per Minute
+             * @description touches per minute since creation (0: unlimited; omitted: tenant default)
+             * @default null
+             */
+            max_requests_per_minute?: number | null;
         };
         /**
          * SessionPatch
@@ -499,7 +647,7 @@ export interface components {
         SessionPatch: {
             /**
              * Metadata
-             * @description merged into the session's metadata; null clears it
+             * @description merged into the session's metadata; null clears it (32 levels at most)
              * @default null
              */
             metadata?: {
@@ -520,6 +668,18 @@ export interface components {
              * @default null
              */
             protocol_version?: string | null;
+            /**
+             * Max Requests
+             * @description new lifetime touch limit; null or 0: unlimited
+             * @default null
+             */
+            max_requests?: number | null;
+            /**
+             * Max Requests Per Minute
+             * @description new per-minute touch limit; null or 0: unlimited
+             * @default null
+             */
+            max_requests_per_minute?: number | null;
         };
         /**
          * TouchRequest
@@ -543,13 +703,27 @@ export interface components {
             duration_ms?: number | null;
         };
         /**
+         * AnalyticsBatch
+         * @description Body of `POST /v1/analytics`: outcomes of gateway requests, reported after they finished.
+         *
+         *     A touch happens before the request it accompanies is served, so its body cannot carry that
+         *     request's outcome; gateways buffer outcomes and send them here in batches instead.
+         */
+        AnalyticsBatch: {
+            /**
+             * Requests
+             * @description 1-1000 request outcomes, each as in a touch body
+             */
+            requests: components["schemas"]["TouchRequest"][];
+        };
+        /**
          * StreamEvent
          * @description `data` of a lifecycle event frame on `GET /v1/events`.
          */
         StreamEvent: {
             /**
              * Type
-             * @description session.created, session.updated, session.ended or session.rotated
+             * @description session.created, session.updated, session.expiring, session.ended or session.rotated
              */
             type: string;
             /** Session Id */
@@ -656,6 +830,15 @@ export interface operations {
                     "application/json": components["schemas"]["SessionPage"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -676,8 +859,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -701,7 +893,10 @@ export interface operations {
     create_session: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description makes the request safe to retry: the same key with the same request within IDEMPOTENCY_KEY_RETENTION_SECONDS answers what the first one did (201, the same session) instead of doing it again; with a different request, 422 `idempotency-key-reused` */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -720,6 +915,15 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -733,6 +937,24 @@ export interface operations {
             };
             /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -758,7 +980,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -767,11 +989,20 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:quota-exceeded` */
+            /** @description Problem: `urn:session-broker:problem:quota-exceeded`, `urn:session-broker:problem:session-request-limit`, `urn:session-broker:problem:session-rate-limited` */
             429: {
                 headers: {
                     /** @description seconds to wait before retrying */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -798,6 +1029,8 @@ export interface operations {
                 client_id?: string;
                 owner?: string;
                 kind?: string;
+                /** @description `true` ends every live session of the tenant (no filters then) */
+                all?: string;
             };
             header?: never;
             path?: never;
@@ -812,6 +1045,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RevokeResult"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
@@ -834,8 +1076,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -880,6 +1131,15 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -909,8 +1169,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -956,6 +1225,15 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -976,7 +1254,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired` */
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1003,7 +1290,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1012,11 +1299,20 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:quota-exceeded` */
+            /** @description Problem: `urn:session-broker:problem:quota-exceeded`, `urn:session-broker:problem:session-request-limit`, `urn:session-broker:problem:session-rate-limited` */
             429: {
                 headers: {
                     /** @description seconds to wait before retrying */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -1058,6 +1354,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -1087,8 +1392,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1113,10 +1427,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
-                "Session-Principal"?: string;
                 /** @description `*` or ETags from previous reads, e.g. `"3"`; anything that matches no current ETag (including a malformed value) answers 412 */
                 "If-Match"?: string;
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
             };
             path: {
                 /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
@@ -1138,6 +1452,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SessionRead"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
@@ -1162,6 +1485,15 @@ export interface operations {
             };
             /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1196,8 +1528,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1246,6 +1587,15 @@ export interface operations {
                     "application/json": components["schemas"]["TouchResult"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -1275,6 +1625,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
             413: {
                 headers: {
@@ -1293,7 +1652,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1302,8 +1661,8 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
-            503: {
+            /** @description Problem: `urn:session-broker:problem:quota-exceeded`, `urn:session-broker:problem:session-request-limit`, `urn:session-broker:problem:session-rate-limited` */
+            429: {
                 headers: {
                     /** @description seconds to wait before retrying */
                     "Retry-After"?: number;
@@ -1313,39 +1672,8 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-        };
-    };
-    get_stats: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Stats"];
-                };
-            };
-            /** @description Problem: `urn:session-broker:problem:unauthorized` */
-            401: {
-                headers: {
-                    /** @description Bearer challenge */
-                    "WWW-Authenticate"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemDocument"];
-                };
-            };
-            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
-            403: {
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1372,6 +1700,8 @@ export interface operations {
             header?: {
                 /** @description the end user the caller acts for; a session bound to another principal answers 404 */
                 "Session-Principal"?: string;
+                /** @description makes the request safe to retry: the same key with the same request within IDEMPOTENCY_KEY_RETENTION_SECONDS answers what the first one did (201, the same session) instead of doing it again; with a different request, 422 `idempotency-key-reused` */
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
@@ -1388,6 +1718,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SessionRead"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
@@ -1419,8 +1758,216 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    get_stats: {
+        parameters: {
+            query?: {
+                /** @description add figures over the last N seconds (`window`): created, ended, peak live, lifetimes */
+                window_seconds?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    report_requests: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AnalyticsBatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnalyticsRecorded"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1464,11 +2011,20 @@ export interface operations {
                 content: {
                     "text/event-stream": {
                         /** @enum {string} */
-                        event: "session.created" | "session.updated" | "session.ended" | "session.rotated" | "stream.open" | "stream.gap" | "stream.error";
+                        event: "session.created" | "session.updated" | "session.expiring" | "session.ended" | "session.rotated" | "stream.open" | "stream.gap" | "stream.error";
                         id?: string;
                         retry?: number;
                         data: string;
                     };
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
@@ -1491,8 +2047,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:validation-error` */
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1515,7 +2080,10 @@ export interface operations {
     };
     get_admin_stats: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description add figures over the last N seconds (`window`): created, ended, peak live, lifetimes */
+                window_seconds?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1531,6 +2099,15 @@ export interface operations {
                     "application/json": components["schemas"]["AdminStats"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -1544,6 +2121,24 @@ export interface operations {
             };
             /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1582,6 +2177,15 @@ export interface operations {
                     "application/json": components["schemas"]["PurgeRun"];
                 };
             };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description Problem: `urn:session-broker:problem:unauthorized` */
             401: {
                 headers: {
@@ -1595,6 +2199,15 @@ export interface operations {
             };
             /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
                 headers: {
                     [name: string]: unknown;
                 };
