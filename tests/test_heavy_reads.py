@@ -23,24 +23,30 @@ import pytest
 from tests.helpers import ACME_KEY, API_KEYS, GLOBEX_KEY, LiveServer, auth, path, start_server, stop_server
 
 RSS_BOUND = 300 * 1024 * 1024  # what README (Limits) states
-# 8 concurrent loops of `GET /v1/sessions?limit=1000` for argv[3] seconds; prints each page's size.
+# 8 concurrent loops of `GET /v1/sessions?limit=1000` for argv[4] seconds; prints each page's size. Plain
+# asyncio streams, not an HTTP client library: parsing megabytes in Python would make the load generator
+# itself the machine's main CPU consumer, and the other tenant's touches would measure that instead.
 FLOOD = """
 import asyncio, sys, time
-import httpx
 
-async def main(base_url, key, seconds):
+async def main(host, port, key, seconds):
     sizes, deadline = [], time.monotonic() + seconds
-    headers = {"Authorization": "Bearer " + key}
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=headers) as client:
-        async def loop():
-            while time.monotonic() < deadline:
-                page = await client.get("/v1/sessions", params={"limit": 1000})
-                assert page.status_code == 200, page.status_code
-                sizes.append(len(page.content))
-        await asyncio.gather(*(loop() for _ in range(8)))
+    request = (f"GET /v1/sessions?limit=1000 HTTP/1.1\\r\\nHost: {host}\\r\\n"
+               f"Authorization: Bearer {key}\\r\\n\\r\\n").encode()
+    async def loop():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\\r\\n\\r\\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\\r\\n")
+                          if line.lower().startswith(b"content-length:"))
+            sizes.append(len(await reader.readexactly(length)))
+        writer.close()
+    await asyncio.gather(*(loop() for _ in range(8)))
     print(*sizes)
 
-asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+asyncio.run(main(*sys.argv[1:4], float(sys.argv[4])))
 """
 
 
@@ -84,18 +90,29 @@ async def test_a_list_flood_keeps_memory_bounded_and_other_tenants_served(server
             assert {response.status_code for response in created} == {201}, start
         other = (await client.post("/v1/sessions", headers=auth(GLOBEX_KEY))).json()["id"]
 
-        idle: list[float] = []
-        stop = asyncio.Event()
-        touchers = [asyncio.create_task(touch_loop(client, other, stop, idle)) for _ in range(2)]
-        await asyncio.sleep(3)
-        stop.set()
-        await asyncio.gather(*touchers)
-        idle_p99 = p99(idle)
+        async def idle_p99() -> float:
+            took: list[float] = []
+            stop = asyncio.Event()
+            touchers = [asyncio.create_task(touch_loop(client, other, stop, took)) for _ in range(2)]
+            await asyncio.sleep(3)
+            stop.set()
+            await asyncio.gather(*touchers)
+            return p99(took)
+
+        idle_before = await idle_p99()
 
         # The flood runs in a process of its own: reading 2 MB pages would otherwise stall this process's
         # event loop, and with it the touch timings it takes.
+        url = httpx.URL(server.base_url)
         flood = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", FLOOD, server.base_url, ACME_KEY, "12", stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            FLOOD,
+            url.host,
+            str(url.port),
+            ACME_KEY,
+            "12",
+            stdout=asyncio.subprocess.PIPE,
         )
         peak = process.memory_info().rss
         stop = asyncio.Event()
@@ -109,11 +126,13 @@ async def test_a_list_flood_keeps_memory_bounded_and_other_tenants_served(server
         await asyncio.gather(*touchers)
         assert flood.returncode == 0
         pages = [int(size) for size in (await flood.stdout.read()).split()]  # type: ignore[union-attr]
+        # Idle is measured on both sides of the flood: on a shared machine the background load drifts.
+        idle = max(idle_before, await idle_p99())
 
     assert pages and max(pages) < 4 * 1024 * 1024, max(pages)  # pages are bounded in bytes
     assert peak < RSS_BOUND, f"peak RSS {peak / 2**20:.0f} MB"
-    assert p99(busy) < 3 * idle_p99, (
-        f"other tenant's touch p99 {p99(busy) * 1000:.1f} ms, idle {idle_p99 * 1000:.1f} ms"
+    assert p99(busy) < 3 * idle, (
+        f"other tenant's touch p99 {p99(busy) * 1000:.1f} ms, idle {idle * 1000:.1f} ms"
     )
 
 
