@@ -48,10 +48,12 @@ def test_every_target_has_a_row_in_the_readme_table() -> None:
 def test_stored_results_evaluate_as_they_were_judged(path: Path) -> None:
     """Every stored run, evaluated again by `TARGETS`, gives the values the runner of its day wrote.
 
-    Thresholds may move over time: where one did, only the verdict may differ.
+    Thresholds may move over time: where one did, only the verdict may differ. Targets added since are
+    evaluated too (from the figures the file holds) but have nothing to compare with.
     """
     result = json.loads(path.read_text())
-    again = evaluate(result["summary"], result["scenarios"])
+    judged_then = {then["target"] for then in result["targets"]}
+    again = [now for now in evaluate(result["summary"], result["scenarios"]) if now["target"] in judged_then]
     assert len(again) == len(result["targets"])
     for now, then in zip(again, result["targets"], strict=True):
         if now["limit"] != then["limit"]:

@@ -111,14 +111,18 @@ export class ValidationFailed extends BrokerProblem {
     }));
   }
 }
-/** A create would exceed a quota (policy `reject`). */
-export class QuotaExceeded extends BrokerProblem {
-  override name = 'QuotaExceeded';
+/** A problem whose answer says when to try again: `retryAfter` is its `Retry-After` in seconds. */
+export class RetryAfterProblem extends BrokerProblem {
+  override name = 'RetryAfterProblem';
   readonly retryAfter: number | undefined;
   constructor(status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) {
     super(status, problem);
     this.retryAfter = retryAfter;
   }
+}
+/** A create would exceed a quota (policy `reject`). */
+export class QuotaExceeded extends RetryAfterProblem {
+  override name = 'QuotaExceeded';
   /** `tenant`, `principal` or `client_id`. */
   get scope(): string | undefined {
     const scope = this.problem?.['scope'];
@@ -133,13 +137,8 @@ export class IdempotencyKeyReused extends BrokerProblem {
   override name = 'IdempotencyKeyReused';
 }
 /** Concurrent requests with this `Idempotency-Key` kept colliding: retry with the same key. */
-export class IdempotencyKeyConflict extends BrokerProblem {
+export class IdempotencyKeyConflict extends RetryAfterProblem {
   override name = 'IdempotencyKeyConflict';
-  readonly retryAfter: number | undefined;
-  constructor(status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) {
-    super(status, problem);
-    this.retryAfter = retryAfter;
-  }
 }
 /** The session has used up its `max_requests` touches; it stays readable until it expires. */
 export class SessionRequestLimit extends BrokerProblem {
@@ -149,12 +148,10 @@ export class SessionRequestLimit extends BrokerProblem {
   }
 }
 /** The session is over its `max_requests_per_minute`; `retryAfter` says when the next touch may pass. */
-export class SessionRateLimited extends BrokerProblem {
+export class SessionRateLimited extends RetryAfterProblem {
   override name = 'SessionRateLimited';
-  readonly retryAfter: number | undefined;
   constructor(status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) {
-    super(status, problem);
-    this.retryAfter = retryAfter ?? numberMember(problem, 'retry_after');
+    super(status, problem, retryAfter ?? numberMember(problem, 'retry_after'));
   }
   get limit(): number | undefined {
     return numberMember(this.problem, 'limit');
@@ -254,7 +251,11 @@ export const PROBLEM_CLASSES: Readonly<Record<string, ProblemClass>> = {
 };
 
 /** The problem types whose class also carries the answer's `Retry-After` (in seconds). */
-type RetryAfterClass = new (status: number, problem: ProblemDocument | undefined, retryAfter: number | undefined) => BrokerProblem;
+type RetryAfterClass = new (
+  status: number,
+  problem: ProblemDocument | undefined,
+  retryAfter: number | undefined,
+) => RetryAfterProblem;
 const RETRY_AFTER_CLASSES: Readonly<Record<string, RetryAfterClass>> = {
   'quota-exceeded': QuotaExceeded,
   'idempotency-key-conflict': IdempotencyKeyConflict,

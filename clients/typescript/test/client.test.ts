@@ -465,7 +465,8 @@ describe('events', () => {
   });
 
   it('yields stream.gap when resuming below what retention removed, then carries on', async () => {
-    // Retention is at least 60 s on the broker, so mark events purged the way the purge does.
+    // Retention is at least 60 s on the broker, so mark tenant acme's events purged the way the purge does
+    // (the horizon is per tenant).
     const created = await client.create({ principal: 'gap-test' });
     const marker = await (async () => {
       for await (const event of client.events({ lastEventId: '0' })) {
@@ -474,8 +475,9 @@ describe('events', () => {
       throw new Error('created event not found');
     })();
     await broker.sql(
-      `INSERT INTO broker_state (key, value, updated_at) VALUES ('events_purged_through', ${marker}, now())
-       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`,
+      `INSERT INTO broker_state (tenant, key, value, updated_at)
+       VALUES ('acme', 'events_purged_through', ${marker}, now())
+       ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value`,
     );
     await client.delete(created.id);
     const stop = new AbortController();

@@ -25,8 +25,32 @@ class BrokerError(Exception):
 
     @property
     def problem_type(self) -> str | None:
-        value = self.problem.get("type")
+        return self._text("type")
+
+    def _text(self, member: str) -> str | None:
+        """A string member of the problem document (None when absent or of another type)."""
+        value = self.problem.get(member)
         return value if isinstance(value, str) else None
+
+    def _integer(self, member: str) -> int | None:
+        value = self.problem.get(member)
+        return value if isinstance(value, int) else None
+
+
+class RetryAfterError(BrokerError):
+    """An error whose answer says when to try again: `retry_after` is its `Retry-After` in seconds, or
+    None when it sent none."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, problem=problem)
+        self.retry_after = retry_after
 
 
 class Unauthorized(BrokerError):
@@ -55,8 +79,7 @@ class SessionNotFound(BrokerError):
 
     @property
     def reason(self) -> str | None:
-        value = self.problem.get("reason")
-        return value if isinstance(value, str) else None
+        return self._text("reason")
 
 
 class RouteNotFound(BrokerError):
@@ -82,8 +105,7 @@ class SessionIdRetired(BrokerError):
 
     @property
     def reason(self) -> str | None:
-        value = self.problem.get("reason")
-        return value if isinstance(value, str) else None
+        return self._text("reason")
 
 
 class PreconditionFailed(BrokerError):
@@ -99,8 +121,7 @@ class MetadataTooLarge(BrokerError):
 
     @property
     def limit(self) -> int | None:
-        value = self.problem.get("limit")
-        return value if isinstance(value, int) else None
+        return self._integer("limit")
 
 
 class UnsupportedMediaType(BrokerError):
@@ -117,31 +138,18 @@ class ValidationFailed(BrokerError):
         return [error for error in value if isinstance(error, dict)] if isinstance(value, list) else []
 
 
-class QuotaExceeded(BrokerError):
+class QuotaExceeded(RetryAfterError):
     """A quota (tenant, principal or client) is full under policy `reject`."""
 
     slug = "quota-exceeded"
 
-    def __init__(
-        self,
-        detail: str,
-        *,
-        status: int | None = None,
-        problem: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail, status=status, problem=problem)
-        self.retry_after = retry_after
-
     @property
     def scope(self) -> str | None:
-        value = self.problem.get("scope")
-        return value if isinstance(value, str) else None
+        return self._text("scope")
 
     @property
     def limit(self) -> int | None:
-        value = self.problem.get("limit")
-        return value if isinstance(value, int) else None
+        return self._integer("limit")
 
 
 class IdempotencyKeyReused(BrokerError):
@@ -150,22 +158,11 @@ class IdempotencyKeyReused(BrokerError):
     slug = "idempotency-key-reused"
 
 
-class IdempotencyKeyConflict(BrokerError):
+class IdempotencyKeyConflict(RetryAfterError):
     """Concurrent requests with this `Idempotency-Key` kept colliding; retry with the same key after
     `retry_after` seconds."""
 
     slug = "idempotency-key-conflict"
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        status: int | None = None,
-        problem: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail, status=status, problem=problem)
-        self.retry_after = retry_after
 
 
 class SessionRequestLimit(BrokerError):
@@ -175,30 +172,17 @@ class SessionRequestLimit(BrokerError):
 
     @property
     def limit(self) -> int | None:
-        value = self.problem.get("limit")
-        return value if isinstance(value, int) else None
+        return self._integer("limit")
 
 
-class SessionRateLimited(BrokerError):
+class SessionRateLimited(RetryAfterError):
     """The session is over its `max_requests_per_minute`; `retry_after` is the broker's `Retry-After`."""
 
     slug = "session-rate-limited"
 
-    def __init__(
-        self,
-        detail: str,
-        *,
-        status: int | None = None,
-        problem: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail, status=status, problem=problem)
-        self.retry_after = retry_after
-
     @property
     def limit(self) -> int | None:
-        value = self.problem.get("limit")
-        return value if isinstance(value, int) else None
+        return self._integer("limit")
 
 
 class DuplicateHeader(BrokerError):
@@ -208,8 +192,7 @@ class DuplicateHeader(BrokerError):
 
     @property
     def header(self) -> str | None:
-        value = self.problem.get("header")
-        return value if isinstance(value, str) else None
+        return self._text("header")
 
 
 class RequestTimeout(BrokerError):
@@ -224,22 +207,11 @@ class InternalError(BrokerError):
     slug = "internal-error"
 
 
-class BrokerUnavailable(BrokerError):
+class BrokerUnavailable(RetryAfterError):
     """The broker answered 503 (its store is down) or could not be reached (connect error, timeout).
     `retry_after` is the broker's `Retry-After` in seconds, or None when it sent none."""
 
     slug = "database-unavailable"
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        status: int | None = None,
-        problem: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail, status=status, problem=problem)
-        self.retry_after = retry_after
 
 
 PROBLEM_CLASSES: dict[str, type[BrokerError]] = {
@@ -272,14 +244,6 @@ PROBLEM_CLASSES: dict[str, type[BrokerError]] = {
         BrokerUnavailable,
     )
 }
-# The problem types whose exception also carries the answer's `Retry-After` (in seconds).
-_RETRY_AFTER_CLASSES: tuple[type[QuotaExceeded | IdempotencyKeyConflict | SessionRateLimited], ...] = (
-    QuotaExceeded,
-    IdempotencyKeyConflict,
-    SessionRateLimited,
-)
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """`Retry-After` in seconds (the broker sends delta-seconds); None if absent or not a number."""
     if value is None:
@@ -301,13 +265,6 @@ def error_from_problem(status: int, problem: dict[str, Any], retry_after: str | 
             status, BrokerError
         )
     detail = str(problem.get("detail") or problem.get("title") or f"broker answered HTTP {status}")
-    if cls is BrokerUnavailable:
-        return BrokerUnavailable(
-            detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after)
-        )
-    for with_retry_after in _RETRY_AFTER_CLASSES:
-        if cls is with_retry_after:
-            return with_retry_after(
-                detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after)
-            )
+    if issubclass(cls, RetryAfterError):
+        return cls(detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after))
     return cls(detail, status=status, problem=problem)
