@@ -244,6 +244,8 @@ PROBLEM_CLASSES: dict[str, type[BrokerError]] = {
         BrokerUnavailable,
     )
 }
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """`Retry-After` in seconds (the broker sends delta-seconds); None if absent or not a number."""
     if value is None:
