@@ -16,6 +16,7 @@ from typing import Any
 
 from app import metrics
 from app.db import Database
+from app.mcp_methods import normalise_mcp_method
 from app.sql import fleet as sql
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class RequestAnalytics:
 
     def record(self, tenant: str, method: str, ok: bool, duration_ms: float | None) -> None:
         """Called by touch: in-memory only."""
-        normalised = metrics.normalise_mcp_method(method)
+        normalised = normalise_mcp_method(method)
         metrics.record_gateway_request(tenant, normalised, ok, duration_ms)
         tally = self._pending.get((tenant, normalised))
         if tally is None:

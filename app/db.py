@@ -72,7 +72,7 @@ def is_unavailable_error(error: BaseException) -> bool:
 
 
 def error_kind(error: BaseException) -> str:
-    """A bounded label for the db errors metric (one of `metrics.DB_ERROR_KINDS`)."""
+    """A bounded label for the db errors metric (one of `collectors.DB_ERROR_KINDS`)."""
     state = getattr(error, "sqlstate", None) or ""
     if state in PREPARED_STATEMENT_SQLSTATES:
         return "prepared_statements"

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import metrics
+from app import collectors, metrics
 from app.analytics import RequestAnalytics, flush_loop
 from app.auth import KeyRing
 from app.config import Settings, get_settings
@@ -168,7 +168,7 @@ def create_app(
         redirect_slashes=False,
         generate_unique_id_function=lambda route: route.name,
     )
-    metrics.register_tenants(keys.tenants or ["default"])
+    collectors.register_tenants(keys.tenants or ["default"])
     for module in (sessions, collection, analytics, events, admin, operations, docs):
         app.include_router(module.router)
     docs.mount_assets(app)

@@ -9,20 +9,17 @@ import sys
 import jsonschema
 import pytest
 
-from app import metrics
+from app import collectors
 
 from .dashboard_exprs import DASHBOARD, REPO, SCHEMA, load_dashboard, panels
 
-TENANT_METRICS = {
-    c._name
-    for c in vars(metrics).values()
-    if isinstance(c, metrics.Counter | metrics.Gauge | metrics.Histogram) and "tenant" in c._labelnames
-}
-ALL_METRICS = {
-    c._name
-    for c in vars(metrics).values()
-    if isinstance(c, metrics.Counter | metrics.Gauge | metrics.Histogram)
-}
+COLLECTORS = [
+    c
+    for c in vars(collectors).values()
+    if isinstance(c, collectors.Counter | collectors.Gauge | collectors.Histogram)
+]
+TENANT_METRICS = {c._name for c in COLLECTORS if "tenant" in c._labelnames}
+ALL_METRICS = {c._name for c in COLLECTORS}
 SELECTOR = re.compile(
     r"\b(session_broker_[a-z_]+?)(?:_bucket|_count|_sum|_total)?(\{[^}]*\})?(?=[\s\[\),]|$)"
 )

@@ -15,9 +15,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import REGISTRY
 
-from app import metrics
+from app import collectors, metrics
 from app.http.middleware.metrics import MetricsMiddleware
 from app.http.route_template import route_template
+from app.mcp_methods import MCP_METHODS, normalise_mcp_method
 
 
 def value(name: str, **labels: str) -> float:
@@ -28,9 +29,9 @@ def value(name: str, **labels: str) -> float:
 # --- MCP method normalisation ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(metrics.MCP_METHODS))
+@pytest.mark.parametrize("name", sorted(MCP_METHODS))
 def test_known_mcp_methods_are_kept(name: str) -> None:
-    assert metrics.normalise_mcp_method(name) == name
+    assert normalise_mcp_method(name) == name
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def test_known_mcp_methods_are_kept(name: str) -> None:
     ["", "tools/CALL", "Tools/call", "tools/call ", "notifications/custom", "x" * 10_000, "tools", None, 3],
 )
 def test_unknown_mcp_methods_become_other(name: object) -> None:
-    assert metrics.normalise_mcp_method(name) == "other"
+    assert normalise_mcp_method(name) == "other"
 
 
 def test_mcp_method_set_covers_the_spec_notifications() -> None:
@@ -56,14 +57,14 @@ def test_mcp_method_set_covers_the_spec_notifications() -> None:
             "prompts/list_changed",
         )
     }
-    assert expected <= metrics.MCP_METHODS
+    assert expected <= MCP_METHODS
     assert {
         "tasks/get",
         "tasks/list",
         "tasks/cancel",
         "tasks/result",
         "elicitation/create",
-    } <= metrics.MCP_METHODS
+    } <= MCP_METHODS
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def test_count_ended_observes_lifetime_only_when_given() -> None:
 
 
 def test_lifetime_buckets_span_one_second_to_seven_days() -> None:
-    upper = metrics.SESSION_LIFETIME._upper_bounds
+    upper = collectors.SESSION_LIFETIME._upper_bounds
     assert upper[0] == 1 and upper[-2] == 7 * 86400 and upper[-1] == math.inf
 
 
@@ -167,22 +168,22 @@ def test_record_purge_run() -> None:
 
 
 def test_purge_series_exist_before_the_first_run() -> None:
-    for result in metrics.PURGE_RESULTS:
+    for result in collectors.PURGE_RESULTS:
         assert REGISTRY.get_sample_value("session_broker_purge_runs_total", {"result": result}) is not None
-    for table in metrics.PURGE_TABLES:
+    for table in collectors.PURGE_TABLES:
         assert REGISTRY.get_sample_value("session_broker_purge_deleted_total", {"table": table}) is not None
 
 
 def test_register_tenants_creates_zero_series() -> None:
-    metrics.register_tenants(["t-registered"])
-    for result in metrics.TOUCH_RESULTS:
+    collectors.register_tenants(["t-registered"])
+    for result in collectors.TOUCH_RESULTS:
         assert (
             REGISTRY.get_sample_value(
                 "session_broker_touches_total", {"tenant": "t-registered", "result": result}
             )
             == 0
         )
-    for reason in metrics.END_REASONS:
+    for reason in collectors.END_REASONS:
         labels = {"tenant": "t-registered", "reason": reason}
         assert REGISTRY.get_sample_value("session_broker_sessions_ended_total", labels) == 0
 
@@ -289,7 +290,7 @@ def test_route_template_without_route_is_unmatched() -> None:
 
 
 def test_exposition_passes_promtool_lint(promtool: str) -> None:
-    metrics.register_tenants(["lint"])
+    collectors.register_tenants(["lint"])
     metrics.set_live_sessions([("lint", "mcp", 1)])
     metrics.record_gateway_request("lint", "tools/call", True, 3)
     metrics.count_ended("lint", "deleted", 5)
@@ -305,8 +306,8 @@ def test_exposition_passes_promtool_lint(promtool: str) -> None:
 MULTIPROC_CHILD = textwrap.dedent(
     """
     import sys
-    from app import metrics
-    assert metrics.MULTIPROCESS
+    from app import collectors, metrics
+    assert collectors.MULTIPROCESS
     metrics.count_touch("acme", "written")
     metrics.set_live_sessions([("acme", "mcp", int(sys.argv[1]))])
     metrics.set_pool_stats(10, 1, 0)

@@ -6,7 +6,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from app import metrics
+from app import collectors, metrics
 from app.http.route_template import path_within_root, route_template
 
 Scope = MutableMapping[str, Any]
@@ -43,12 +43,12 @@ class MetricsMiddleware:
 
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
         start = time.perf_counter()
-        metrics.HTTP_IN_FLIGHT.inc()
+        collectors.HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            metrics.HTTP_IN_FLIGHT.dec()
+            collectors.HTTP_IN_FLIGHT.dec()
             # A stream stays open for minutes; its "latency" is how fast it started, or it would drown
             # the latency histogram (and the p99 alert) in connection lifetimes.
             metrics.observe_http_request(
