@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    StrictInt,
     StrictStr,
 )
 
@@ -154,6 +155,9 @@ class SessionPatch(RequestModel):
     max_requests_per_minute: RequestLimit | None = Field(
         None, description="new per-minute touch limit; null or 0: unlimited"
     )
+    max_leases: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+        None, description="stream leases the session admits at once (1-1000); null: the default, 1"
+    )
 
 
 class TouchRequest(RequestModel):
@@ -180,6 +184,17 @@ class AnalyticsRecorded(BaseModel):
     recorded: int = Field(description="request outcomes counted")
 
 
+class LeaseRead(BaseModel):
+    """A stream lease: what a replica (`holder`) holds while it serves a session's live stream."""
+
+    lease_id: str
+    holder: str = Field(description="the holding replica's own address for replies, e.g. its internal URL")
+    fencing_token: int = Field(description="grows with every acquisition, across every takeover")
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime = Field(description="on the database clock; past it the slot is free")
+
+
 class SessionRead(BaseModel):
     id: str
     kind: str
@@ -196,6 +211,11 @@ class SessionRead(BaseModel):
     max_lifetime_seconds: int
     max_requests: int = Field(description="lifetime touch limit; 0: unlimited")
     max_requests_per_minute: int = Field(description="per-minute touch limit; 0: unlimited")
+    max_leases: int = Field(description="stream leases the session admits at once (default 1)")
+    owner_alive: bool | None = Field(
+        None, description="only on GET of one session: `owner` holds a live stream lease"
+    )
+    leases: list[LeaseRead] | None = Field(None, description="only on GET of one session: its live leases")
 
 
 class TouchResult(BaseModel):
@@ -296,11 +316,19 @@ class TenantStats(BaseModel):
     window: WindowStats | None = Field(None, description="only with `?window_seconds=N`")
 
 
+class InFlightStats(BaseModel):
+    """Requests replicas have marked in flight now (live marks; docs/design.md, "In-flight work")."""
+
+    requests: int
+    by_method: dict[str, int] = Field(description="by the method the mark names (`other` when none)")
+
+
 class Stats(TenantStats):
     """`GET /v1/stats`: the tenant's figures, its reported requests and the limits that apply to it."""
 
     requests: RequestStats
     limits: Limits
+    in_flight: InFlightStats
 
 
 class AdminStats(BaseModel):
@@ -315,7 +343,7 @@ class RevokeResult(BaseModel):
 
 class PurgeRun(BaseModel):
     deleted: dict[str, int] = Field(
-        description="rows deleted: sessions, tombstones, idempotency_keys, events"
+        description="rows deleted: sessions, leases, in_flight, tombstones, idempotency_keys, events"
     )
     warned: int = Field(description="sessions that got their `session.expiring` event")
     rearmed: int = Field(description="live sessions whose next check moved (touched since it was set)")
@@ -331,7 +359,8 @@ class StreamEvent(BaseModel):
     """`data` of a lifecycle event frame on `GET /v1/events`."""
 
     type: str = Field(
-        description="session.created, session.updated, session.expiring, session.ended or session.rotated"
+        description="session.created, session.updated, session.expiring, session.ended, session.rotated, "
+        "session.lease_acquired, session.lease_lost or session.lease_released"
     )
     session_id: str
     occurred_at: datetime
