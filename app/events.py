@@ -48,6 +48,9 @@ EVENT_TYPES = (
     "session.lease_acquired",
     "session.lease_lost",
     "session.lease_released",
+    "session.request_answered",
+    "session.request_cancelled",
+    "session.request_timed_out",
 )
 
 

@@ -30,6 +30,7 @@ from app.http.routes import (
     in_flight,
     leases,
     operations,
+    pending,
     sessions,
 )
 from app.logs import configure_logging
@@ -179,7 +180,18 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     metrics.register_tenants(keys.tenants or ["default"])
-    for module in (sessions, leases, in_flight, collection, analytics, events, admin, operations, docs):
+    for module in (
+        sessions,
+        leases,
+        in_flight,
+        pending,
+        collection,
+        analytics,
+        events,
+        admin,
+        operations,
+        docs,
+    ):
         app.include_router(module.router)
     docs.mount_assets(app)
     install_exception_handlers(app, settings.retry_after_seconds)

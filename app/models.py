@@ -292,3 +292,35 @@ class InFlightRow(Base):
     holder: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(Timestamp)
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PendingRequestRow(Base):
+    """A server-to-client request (elicitation, sampling, roots) a replica (`holder`) sent and waits for:
+    `pending` until the client's reply, handed over by whichever replica received it, makes it
+    `answered` (with the reply in `response`), or the holder cancels it, or its `deadline` passes
+    (`timed_out`). `check_at`: when the purge must look at it next (its deadline while pending, then when
+    it may be forgotten) (docs/design.md, "Pending requests")."""
+
+    __tablename__ = "session_pending_requests"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant", "session_id"],
+            ["sessions.tenant", "sessions.id"],
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        Index("ix_session_pending_requests_check_at", "check_at"),
+    )
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    session_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_key: Mapped[str] = mapped_column(Text, primary_key=True)  # the JSON-RPC id as JSON text
+    pending_id: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    deadline: Mapped[datetime] = mapped_column(Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    check_at: Mapped[datetime] = mapped_column(Timestamp)

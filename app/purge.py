@@ -32,6 +32,7 @@ from app.config import Settings
 from app.db import Database
 from app.sql import in_flight as in_flight_sql
 from app.sql import leases as leases_sql
+from app.sql import pending as pending_sql
 from app.sql import purge as sql
 from app.sql.statement import Statement
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 PURGE_LOCK_KEY = 0x5E5510_B0
 
 
-TABLES = ("sessions", "leases", "in_flight", "tombstones", "idempotency_keys", "events")
+TABLES = ("sessions", "leases", "in_flight", "pending", "tombstones", "idempotency_keys", "events")
 
 
 @dataclass
@@ -102,6 +103,10 @@ async def _batch(
         if table == "leases" and publish:
             for row in rows:
                 work_metrics.count_leases_expired(row["tenant"], row["n"])
+        if table == "pending" and publish:
+            for row in rows:
+                if row["outcome"] == "timed_out":
+                    work_metrics.count_pending_ended(row["tenant"], row["method"], "timed_out", row["n"])
     result.batches += 1
     result.batch_seconds.append(time.perf_counter() - started)
     result.batch_windows.append((lock["at"], finished))
@@ -165,6 +170,11 @@ async def purge_once(
         ),
         ("leases", leases_sql.PURGE_LEASES, {"batch": size}),
         ("in_flight", in_flight_sql.PURGE_IN_FLIGHT, {"batch": size}),
+        (
+            "pending",
+            pending_sql.PURGE_PENDING,
+            {"batch": size, "retention_seconds": settings.pending_retention_seconds},
+        ),
         ("tombstones", sql.PURGE_TOMBSTONES, {"batch": size}),
         ("idempotency_keys", sql.PURGE_IDEMPOTENCY_KEYS, {"batch": size}),
         ("events", sql.PURGE_EVENTS, {"batch": size, "retention_seconds": settings.event_retention_seconds}),

@@ -323,12 +323,25 @@ class InFlightStats(BaseModel):
     by_method: dict[str, int] = Field(description="by the method the mark names (`other` when none)")
 
 
+class PendingStats(BaseModel):
+    """Server-to-client requests replicas wait for (docs/design.md, "Pending requests")."""
+
+    pending: int = Field(description="pending now (deadline not passed)")
+    by_method: dict[str, int] = Field(description="pending now, by method")
+    completions: int = Field(description="active completions: `sampling/createMessage` requests pending now")
+    ended: dict[str, dict[str, int]] = Field(
+        description="requests that ended since the tenant began, by state (answered, cancelled, timed_out) "
+        "and method; a timeout counts once the purge has recorded it"
+    )
+
+
 class Stats(TenantStats):
     """`GET /v1/stats`: the tenant's figures, its reported requests and the limits that apply to it."""
 
     requests: RequestStats
     limits: Limits
     in_flight: InFlightStats
+    pending: PendingStats
 
 
 class AdminStats(BaseModel):
@@ -343,7 +356,8 @@ class RevokeResult(BaseModel):
 
 class PurgeRun(BaseModel):
     deleted: dict[str, int] = Field(
-        description="rows deleted: sessions, leases, in_flight, tombstones, idempotency_keys, events"
+        description="rows deleted (pending: timed out or forgotten): sessions, leases, in_flight, pending, "
+        "tombstones, idempotency_keys, events"
     )
     warned: int = Field(description="sessions that got their `session.expiring` event")
     rearmed: int = Field(description="live sessions whose next check moved (touched since it was set)")
@@ -360,7 +374,8 @@ class StreamEvent(BaseModel):
 
     type: str = Field(
         description="session.created, session.updated, session.expiring, session.ended, session.rotated, "
-        "session.lease_acquired, session.lease_lost or session.lease_released"
+        "session.lease_acquired, session.lease_lost, session.lease_released, session.request_answered, "
+        "session.request_cancelled or session.request_timed_out"
     )
     session_id: str
     occurred_at: datetime

@@ -20,6 +20,7 @@ from app.db import Database, within_deadline
 from app.errors import PreconditionFailed, SessionNotFound, ValidationFailed
 from app.in_flight import InFlight
 from app.leases import Leases
+from app.pending import PendingRequests
 from app.quotas import Quotas
 from app.read_replica import Reads
 from app.records import IdempotencyClaim
@@ -55,9 +56,11 @@ class SessionService:
         self.rows = RowGate()
         self.creates = Creates(db, settings, quotas, self.rows)
         self.touches = Touches(db, settings, analytics, limiter, self.rows)
-        # Work across replicas: stream leases (leases.py), in-flight marks (in_flight.py).
+        # Work across replicas: stream leases (leases.py), in-flight marks (in_flight.py), pending
+        # server-to-client requests (pending.py).
         self.leases = Leases(db, settings)
         self.in_flight = InFlight(db, settings)
+        self.pending = PendingRequests(db, settings)
         # Work across replicas: stream leases (leases.py).
         self.leases = Leases(db, settings)
         # The operations of the hot paths live in their own modules; these are the service's names for them.
