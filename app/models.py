@@ -271,8 +271,8 @@ class LeaseRow(Base):
 class InFlightRow(Base):
     """An in-flight mark: a request a replica is serving. While the mark lives (its replica renews it), the
     session's `expires_at` is held at least at the mark's `expires_at`, capped by the absolute lifetime;
-    a replica that dies stops renewing, and the mark (and its hold) lapses (docs/design.md, "In-flight
-    work")."""
+    a replica that dies stops renewing, and the mark (and its hold) lapses
+    (docs/design.md, "In-flight work")."""
 
     __tablename__ = "session_in_flight"
     __table_args__ = (
