@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import metrics
+from app import metrics, work_metrics
 from app.analytics import RequestAnalytics, flush_loop
 from app.auth import KeyRing
 from app.config import Settings, get_settings
@@ -180,6 +180,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     metrics.register_tenants(keys.tenants or ["default"])
+    work_metrics.register_tenants(keys.tenants or ["default"])
     for module in (
         sessions,
         leases,

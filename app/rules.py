@@ -32,6 +32,16 @@ PATCHABLE = (
 )
 
 
+ISSUED_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+def issued_id(value: str) -> str:
+    """A lease, mark or pending-request id from a path as the statements may compare it: ids the service
+    issues are short visible ASCII, so anything else (a NUL PostgreSQL would refuse, megabytes) becomes
+    the empty id, which matches nothing and is answered like any id that was never issued."""
+    return value if ISSUED_ID_PATTERN.match(value) else ""
+
+
 def mint_session_id() -> str:
     """256 bits from the OS CSPRNG, URL-safe base64 without padding (43 characters; docs/design.md, "Ids")."""
     return secrets.token_urlsafe(32)

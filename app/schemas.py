@@ -14,7 +14,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     StrictStr,
 )
 
@@ -155,7 +154,7 @@ class SessionPatch(RequestModel):
     max_requests_per_minute: RequestLimit | None = Field(
         None, description="new per-minute touch limit; null or 0: unlimited"
     )
-    max_leases: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+    max_leases: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_request_count)] | None = Field(
         None, description="stream leases the session admits at once (1-1000); null: the default, 1"
     )
 

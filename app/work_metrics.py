@@ -4,14 +4,18 @@ vocabularies below, `method` through `normalise_mcp_method` (app/mcp_methods.py)
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Iterable
 
-from app.metrics import child, normalise_mcp_method
+from prometheus_client import Counter, Gauge
+
+from app.metrics import MULTIPROCESS, child, normalise_mcp_method
 
 LEASE_OUTCOMES = ("acquired", "refused", "renewed", "released", "lost")
 IN_FLIGHT_OUTCOMES = ("begun", "ended", "lost")
 PENDING_STATES = ("answered", "cancelled", "timed_out")
-REPLY_REFUSALS = ("unknown", "ended", "foreign")
+REPLY_REFUSALS = ("unknown", "ended")
+# The server-to-client requests, whose series exist from the start.
+PENDING_METHODS = ("elicitation/create", "sampling/createMessage", "roots/list")
 
 LEASES = Counter(
     "session_broker_leases_total",
@@ -47,6 +51,44 @@ REPLIES_REFUSED = Counter(
 )
 
 
+# Fleet-wide figures, read by every replica with the fleet gauges (app/fleet_gauges.py).
+IN_FLIGHT_NOW = Gauge(
+    "session_broker_in_flight_requests",
+    "Requests marked in flight now (live in-flight marks), fleet-wide.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+PENDING_NOW = Gauge(
+    "session_broker_pending_requests_open",
+    "Server-to-client requests pending now, fleet-wide; method sampling/createMessage is the active "
+    "completions.",
+    ["tenant", "method"],
+    multiprocess_mode="mostrecent",
+)
+_gauge_labels: dict[Gauge, set[tuple[str, ...]]] = {IN_FLIGHT_NOW: set(), PENDING_NOW: set()}
+
+
+def _replace(gauge: Gauge, values: dict[tuple[str, ...], int]) -> None:
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for labels in _gauge_labels[gauge] - values.keys():
+        if MULTIPROCESS:
+            gauge.labels(*labels).set(0)
+        else:
+            gauge.remove(*labels)
+    _gauge_labels[gauge] = set(values)
+
+
+def set_work_gauges(in_flight: Iterable[tuple[str, int]], pending: Iterable[tuple[str, str, int]]) -> None:
+    """Replace the in-flight and pending gauges with (tenant, n) and (tenant, method, n) rows."""
+    _replace(IN_FLIGHT_NOW, {(tenant,): n for tenant, n in in_flight})
+    open_requests: dict[tuple[str, ...], int] = {}
+    for tenant, method, n in pending:
+        key = (tenant, normalise_mcp_method(method))
+        open_requests[key] = open_requests.get(key, 0) + n
+    _replace(PENDING_NOW, open_requests)
+
+
 def count_lease(tenant: str, outcome: str) -> None:
     child(LEASES, tenant, outcome).inc()
 
@@ -69,3 +111,22 @@ def count_pending_ended(tenant: str, method: str, state: str, n: int = 1) -> Non
 
 def count_reply_refused(tenant: str, reason: str) -> None:
     child(REPLIES_REFUSED, tenant, reason).inc()
+
+
+def register_tenants(tenants: Iterable[str]) -> None:
+    """Create each tenant's series at zero (as `metrics.register_tenants` does for the session metrics), so
+    they are exported, also with several workers, before the first lease, mark or pending request."""
+    for tenant in tenants:
+        for outcome in LEASE_OUTCOMES:
+            LEASES.labels(tenant, outcome)
+        LEASES_EXPIRED.labels(tenant)
+        for outcome in IN_FLIGHT_OUTCOMES:
+            IN_FLIGHT.labels(tenant, outcome)
+        for reason in REPLY_REFUSALS:
+            REPLIES_REFUSED.labels(tenant, reason)
+        IN_FLIGHT_NOW.labels(tenant)
+        for method in PENDING_METHODS:
+            PENDING_CREATED.labels(tenant, method)
+            PENDING_NOW.labels(tenant, method)
+            for state in PENDING_STATES:
+                PENDING_ENDED.labels(tenant, method, state)

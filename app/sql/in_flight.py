@@ -126,3 +126,9 @@ IN_FLIGHT_BY_METHOD = Statement(
     """SELECT COALESCE(method, 'other') AS method, count(*)::int AS n FROM session_in_flight
         WHERE tenant = :tenant AND expires_at > now() GROUP BY 1 ORDER BY 1""",
 )
+
+# Fleet gauges: live marks per tenant (the table holds one row per request in flight: small).
+ALL_IN_FLIGHT_COUNTS = Statement(
+    "all_in_flight_counts",
+    "SELECT tenant, count(*)::int AS n FROM session_in_flight WHERE expires_at > now() GROUP BY tenant",
+)

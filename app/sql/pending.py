@@ -138,3 +138,10 @@ PENDING_ENDED_TOTALS = Statement(
     """SELECT name, sum(value)::bigint AS total FROM session_counters
         WHERE tenant = :tenant AND name LIKE 'pending:%' GROUP BY name""",
 )
+
+# Fleet gauges: requests pending now per tenant and method.
+ALL_PENDING_COUNTS = Statement(
+    "all_pending_counts",
+    """SELECT tenant, method, count(*)::int AS n FROM session_pending_requests
+        WHERE state = 'pending' AND deadline > now() GROUP BY tenant, method""",
+)

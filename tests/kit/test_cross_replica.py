@@ -25,7 +25,15 @@ from session_broker_client import SessionBroker
 from session_broker_client.errors import PendingRequestEnded
 from session_broker_client.work import BrokerWork
 
-from tests.kit.kit_helpers import Fleet, KitBroker, broker_args, start_fleet
+from tests.kit.kit_helpers import (
+    Fleet,
+    KitBroker,
+    broker_args,
+    eventually,
+    mcp_headers,
+    start_fleet,
+    tool_call,
+)
 
 SERVER = "examples.fleet.sdk_server"
 PENDING_TIMEOUT = 3
@@ -106,6 +114,7 @@ async def test_a_3_second_call_outlives_a_1_second_idle_timeout_with_progress(
     fleet: Fleet, broker: SessionBroker
 ) -> None:
     fleet.reset_log()
+    marks_before = sum(fleet.stats(i)["broker_calls"].get("begin_in_flight", 0) for i in (0, 1))
     seen: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -119,8 +128,10 @@ async def test_a_3_second_call_outlives_a_1_second_idle_timeout_with_progress(
         assert not result.is_error, result.content
         assert took >= 3
         assert seen == [1, 2, 3, 4, 5, 6]  # every progress notification reached the client, in order
-        # Live after the call ...
+        # Live after the call, which its replica marked in flight (once: halfway to the touch's expiry) ...
         assert (await broker.get(session_id)).id == session_id
+        marks = sum(fleet.stats(i)["broker_calls"].get("begin_in_flight", 0) for i in (0, 1))
+        assert marks == marks_before + 1
         again = await client.call_tool("slow", {"seconds": 0.5})
         assert not again.is_error
         # ... and then idle expiry applies again.
@@ -129,6 +140,39 @@ async def test_a_3_second_call_outlives_a_1_second_idle_timeout_with_progress(
             await broker.get(session_id)
 
 
+async def test_a_reply_nobody_waits_for_is_refused_and_counted(fleet: Fleet, kit_broker: KitBroker) -> None:
+    fleet.reset_log()
+    async with httpx.AsyncClient() as http:
+        opened = await http.post(fleet.url, json=_initialize(), headers=mcp_headers())
+        session_id = opened.headers["mcp-session-id"]
+        before = await _refused(kit_broker)
+        for request_id in (999, "nope"):
+            reply = {"jsonrpc": "2.0", "id": request_id, "result": {"action": "accept", "content": {"n": 1}}}
+            refused = await http.post(fleet.url, json=reply, headers=mcp_headers(session_id))
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == -32600
+        assert await _refused(kit_broker) == before + 2
+        # The session is untouched by it: a tool call still works.
+        call = await http.post(
+            fleet.url, json=tool_call("add", {"a": 1, "b": 2}), headers=mcp_headers(session_id)
+        )
+        assert call.status_code == 200 and '"text":"3"' in call.text, call.text
+
+
+def _initialize() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+
+
+# Last: it kills a replica of the module's fleet.
 async def test_a_holder_killed_mid_elicitation(
     fleet: Fleet, broker: SessionBroker, kit_broker: KitBroker
 ) -> None:
@@ -157,6 +201,8 @@ async def test_a_holder_killed_mid_elicitation(
         await asyncio.wait_for(arrived.wait(), 10)
         recorded_at = time.monotonic()
         assert fleet.log()[-1]["upstream"] == holder_index
+        # The fleet's sessions idle out after 1 s: stand in for the client's other traffic meanwhile.
+        keep_alive = asyncio.create_task(_keep_touching(broker, session_id))
         fleet.replicas[holder_index].popen.send_signal(signal.SIGKILL)
         # Within its deadline the request has ended: a reply to it now is refused and changes nothing.
         request_id = asked[0]
@@ -178,12 +224,26 @@ async def test_a_holder_killed_mid_elicitation(
         else:
             taken = vars(await work.acquire_lease(session_id, survivor.url, LEASE_TTL))
         assert taken["fencing_token"] > lease["fencing_token"]
-        # The client's own late reply (through the proxy) is refused cleanly too.
+        # The client's own late reply, sent through the proxy to the survivor, is refused cleanly too.
         refused_before = await _refused(kit_broker)
+        await _steer(fleet, 1 - holder_index)
         release.set()
         with pytest.raises(Exception):  # noqa: B017 (its replica died: the call cannot complete)
             await asyncio.wait_for(call, 10)
-        assert await _refused(kit_broker) >= refused_before
+
+        async def counted() -> bool:
+            return await _refused(kit_broker) == refused_before + 1
+
+        assert await eventually(counted)
+        keep_alive.cancel()
+        replies = [e for e in fleet.log() if e["method"] == "POST" and e.get("rpc_method") is None]
+        assert replies[-1]["upstream"] == 1 - holder_index and replies[-1]["status"] == 400
+
+
+async def _keep_touching(broker: SessionBroker, session_id: str) -> None:
+    while True:
+        await broker.touch(session_id)
+        await asyncio.sleep(0.3)
 
 
 async def _stream_lease(broker: SessionBroker, session_id: str) -> dict[str, Any]:

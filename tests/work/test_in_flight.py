@@ -9,8 +9,9 @@ import time
 
 import httpx
 
+from app.fleet_gauges import publish
 from app.purge import purge_once
-from tests.helpers import assert_problem, auth, create, make_settings, path, ts
+from tests.helpers import assert_problem, auth, create, make_settings, metric_value, path, ts
 
 
 def marks(session_id: str) -> str:
@@ -41,6 +42,9 @@ async def test_a_3_second_call_outlives_a_1_second_idle_timeout_then_idle_expiry
         await purge_once(db, make_settings())  # the purge does not end it either
     stats = (await client.get("/v1/stats", headers=auth())).json()
     assert stats["in_flight"]["requests"] == 1 and stats["in_flight"]["by_method"] == {"tools/call": 1}
+    await publish(db, make_settings())
+    gauge = 'session_broker_in_flight_requests{tenant="acme"}'
+    assert metric_value((await client.get("/metrics")).text, gauge) == 1
     ended = await client.delete(f"{marks(session['id'])}/{mark['mark_id']}", headers=auth())
     assert ended.status_code == 200, ended.text
     assert ended.json()["held"] is True

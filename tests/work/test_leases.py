@@ -96,6 +96,10 @@ async def test_bad_input_names_the_field_and_writes_nothing(client: httpx.AsyncC
     assert_problem(patch, 422, "validation-error")
     assert await raw_db.fetchval("SELECT count(*) FROM session_leases") == 0
     assert_problem(await acquire(client, "no-such-session", "a"), 404, "session-not-found")
+    # An id that was never issued (a NUL, a long one) is a lost lease, never a 500.
+    for segment in ("%00x", "x" * 300, "%F0%9F%98%80"):
+        renew = await client.put(f"{leases(session['id'])}/{segment}", headers=auth())
+        assert_problem(renew, 409, "lease-lost")
 
 
 async def test_another_principal_cannot_take_or_touch_a_lease(client: httpx.AsyncClient, raw_db) -> None:
@@ -116,7 +120,7 @@ async def test_max_leases_is_settable(client: httpx.AsyncClient) -> None:
     session = await create(client)
     patched = await client.patch(
         path(session["id"]),
-        json={"max_leases": 2},
+        json={"max_leases": 2.0},  # JSON has one number type
         headers={**auth(), "Content-Type": "application/merge-patch+json"},
     )
     assert patched.status_code == 200 and patched.json()["max_leases"] == 2

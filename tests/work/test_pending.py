@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from app.fleet_gauges import publish
 from app.purge import purge_once
 from tests.helpers import assert_problem, auth, create, events_of, make_settings, metric_value, path
 
@@ -125,6 +126,11 @@ async def test_deadline_times_out_and_cancel(client: httpx.AsyncClient, raw_db, 
     stats = (await client.get("/v1/stats", headers=auth())).json()["pending"]
     assert stats["pending"] == 2 and stats["completions"] == 1
     assert stats["by_method"] == {"roots/list": 1, "sampling/createMessage": 1}
+    await publish(db, make_settings())  # the fleet gauges show them too
+    text = (await client.get("/metrics")).text
+    series = 'session_broker_pending_requests_open{method="%s",tenant="acme"}'
+    assert metric_value(text, series % "sampling/createMessage") == 1  # the active completions
+    assert metric_value(text, series % "roots/list") == 1
     url = f"{pending(session['id'])}/{short['pending_id']}?wait_seconds=3"
     started = time.monotonic()
     timed_out = (await client.get(url, headers=auth())).json()

@@ -11,11 +11,13 @@ from app.http import core
 from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
+from app.rules import issued_id
 from app.work_schemas import InFlightBegin, InFlightEnded, InFlightMark, InFlightRenew
 
 router = APIRouter(prefix="/v1", tags=["in-flight"])
 
-MarkIdPath = Annotated[str, Path(description="the mark's id, as begun", max_length=64)]
+# As lease ids: unchecked, an id that was never issued is not found.
+MarkIdPath = Annotated[str, Path(description="the mark's id, as begun")]
 
 
 @router.post(
@@ -68,7 +70,11 @@ async def renew_in_flight(
     if renew is None:
         raise ValidationFailed.one("body", "a JSON object with ttl_seconds is required")
     mark = await service.in_flight.renew(
-        tenant, core.decode_session_id(session_id), principal, mark_id, renew.ttl_seconds
+        tenant,
+        core.decode_session_id(session_id),
+        principal,
+        _id(mark_id),
+        renew.ttl_seconds,
     )
     return json_response(mark)
 
@@ -86,5 +92,10 @@ async def end_in_flight(
     tenant: TenantDep,
     principal: PrincipalDep,
 ) -> Response:
-    ended = await service.in_flight.end(tenant, core.decode_session_id(session_id), principal, mark_id)
+    ended = await service.in_flight.end(tenant, core.decode_session_id(session_id), principal, _id(mark_id))
     return json_response(ended)
+
+
+def _id(segment: str) -> str:
+    """The id in a path segment (still percent-encoded), as the statements compare it."""
+    return issued_id(core.decode_session_id(segment))

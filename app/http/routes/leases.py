@@ -11,11 +11,14 @@ from app.http import core
 from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
+from app.rules import issued_id
 from app.work_schemas import LeaseAcquire, LeaseGranted, LeaseRenew
 
 router = APIRouter(prefix="/v1", tags=["leases"])
 
-LeaseIdPath = Annotated[str, Path(description="the lease's id, as acquired", max_length=64)]
+# No length check: the segment arrives percent-encoded (RawSessionPathMiddleware); an id that was never
+# issued is simply not found.
+LeaseIdPath = Annotated[str, Path(description="the lease's id, as acquired")]
 
 
 @router.post(
@@ -61,7 +64,13 @@ async def renew_lease(
 ) -> Response:
     renew = parse_json_body(body, request.headers.get("content-type", ""), LeaseRenew, JSON_TYPES)
     ttl = renew.ttl_seconds if renew is not None else None
-    lease = await service.leases.renew(tenant, core.decode_session_id(session_id), principal, lease_id, ttl)
+    lease = await service.leases.renew(
+        tenant,
+        core.decode_session_id(session_id),
+        principal,
+        _id(lease_id),
+        ttl,
+    )
     return json_response(lease)
 
 
@@ -79,5 +88,10 @@ async def release_lease(
     tenant: TenantDep,
     principal: PrincipalDep,
 ) -> Response:
-    await service.leases.release(tenant, core.decode_session_id(session_id), principal, lease_id)
+    await service.leases.release(tenant, core.decode_session_id(session_id), principal, _id(lease_id))
     return Response(status_code=204)
+
+
+def _id(segment: str) -> str:
+    """The id in a path segment (still percent-encoded), as the statements compare it."""
+    return issued_id(core.decode_session_id(segment))

@@ -13,11 +13,13 @@ from app.http.bodies import JSON_TYPES, json_response, parse_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.pending import MAX_WAIT_SECONDS
+from app.rules import issued_id
 from app.work_schemas import PendingRecord, PendingRequest, Reply
 
 router = APIRouter(prefix="/v1", tags=["pending"])
 
-PendingIdPath = Annotated[str, Path(description="the pending request's id, as recorded", max_length=64)]
+# As lease ids: unchecked, an id that was never issued is not found.
+PendingIdPath = Annotated[str, Path(description="the pending request's id, as recorded")]
 
 
 @router.post(
@@ -70,7 +72,11 @@ async def get_pending(
     ] = 0,
 ) -> Response:
     current = await service.pending.wait(
-        tenant, core.decode_session_id(session_id), principal, pending_id, wait_seconds
+        tenant,
+        core.decode_session_id(session_id),
+        principal,
+        _id(pending_id),
+        wait_seconds,
     )
     return json_response(current)
 
@@ -89,7 +95,7 @@ async def cancel_pending(
     principal: PrincipalDep,
 ) -> Response:
     cancelled = await service.pending.cancel(
-        tenant, core.decode_session_id(session_id), principal, pending_id
+        tenant, core.decode_session_id(session_id), principal, _id(pending_id)
     )
     return json_response(cancelled)
 
@@ -116,3 +122,8 @@ async def answer_pending(
         tenant, core.decode_session_id(session_id), principal, reply.model_dump(exclude_none=True)
     )
     return json_response(answered)
+
+
+def _id(segment: str) -> str:
+    """The id in a path segment (still percent-encoded), as the statements compare it."""
+    return issued_id(core.decode_session_id(segment))

@@ -1,9 +1,11 @@
 """What keeps a session's work alive across replicas: in-flight marks for long requests, and the stream
 lease of a live GET stream (the broker's docs/design.md, "In-flight work", "Leases").
 
-- `InFlightKeeper`: a `tools/call` (by default) is marked in flight in the broker and the mark renewed
-  every third of its TTL while the call runs, so idle expiry cannot end the session under it; the mark
-  ends with the call, and the idle timeout counts from then. If this replica dies, the mark lapses.
+- `InFlightKeeper`: a `tools/call` (by default) that is still running halfway to the expiry its touch
+  set is marked in flight in the broker, and the mark renewed every third of its TTL while the call
+  runs, so idle expiry cannot end the session under it; the mark ends with the call, and the idle
+  timeout counts from then. If this replica dies, the mark lapses. Calls shorter than that cost no
+  broker call at all (with 30-minute sessions, every call shorter than 15 minutes).
 - `StreamLeases`: a replica serving a session's standalone GET stream holds its lease and renews it; a
   second stream for the session (on any replica) gets 409, as the SDK answers a second stream on one
   replica. A replica that dies loses the lease within its TTL, and the client's next GET, wherever it
@@ -19,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 
 from session_broker_client.errors import BrokerError, LeasesFull
 from session_broker_client.work import BrokerWork, Lease
@@ -35,30 +38,57 @@ class InFlightKeeper:
         self.counts = {"marked": 0, "renewed": 0}
 
     @asynccontextmanager
-    async def held(self, session_id: str, method: str | None, principal: str | None) -> AsyncIterator[None]:
+    async def held(
+        self, session_id: str, method: str | None, principal: str | None, expires_at: datetime
+    ) -> AsyncIterator[None]:
+        """Around a request whose touch left the session expiring at `expires_at`."""
         if method is None or method not in self.methods:
             yield
             return
-        try:
-            mark_id = await self.work.begin_in_flight(
-                session_id, self.ttl_seconds, method=method, holder=self.holder, principal=principal
-            )
-        except BrokerError as error:
-            log.warning("could not mark a %s in flight: %s", method, error.detail)
-            yield
-            return
-        self.counts["marked"] += 1
-        renewing = asyncio.create_task(self._renew(session_id, mark_id, principal))
+        # Halfway to the expiry on this replica's clock (a skewed clock only makes the mark come early).
+        delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds() / 2)
+        begun: list[asyncio.Task[str]] = []
+        keeping = asyncio.create_task(self._keep(session_id, method, principal, delay, begun))
         try:
             yield
         finally:
-            renewing.cancel()
+            keeping.cancel()
             with suppress(asyncio.CancelledError):
-                await renewing
-            try:
-                await self.work.end_in_flight(session_id, mark_id, principal=principal)
-            except BrokerError as error:
-                log.warning("could not end an in-flight mark (it lapses by itself): %s", error.detail)
+                await keeping
+            # A begin already sent is seen through (it was shielded from the cancel), so its mark is
+            # ended too instead of holding the session until its TTL.
+            for task in begun:
+                try:
+                    mark_id = await task
+                except BrokerError:
+                    continue
+                try:
+                    await self.work.end_in_flight(session_id, mark_id, principal=principal)
+                except BrokerError as error:
+                    log.warning("could not end an in-flight mark (it lapses by itself): %s", error.detail)
+
+    async def _keep(
+        self,
+        session_id: str,
+        method: str,
+        principal: str | None,
+        delay: float,
+        begun: list[asyncio.Task[str]],
+    ) -> None:
+        await asyncio.sleep(delay)
+        task = asyncio.create_task(
+            self.work.begin_in_flight(
+                session_id, self.ttl_seconds, method=method, holder=self.holder, principal=principal
+            )
+        )
+        begun.append(task)
+        try:
+            mark_id = await asyncio.shield(task)
+        except BrokerError as error:
+            log.warning("could not mark a %s in flight: %s", method, error.detail)
+            return
+        self.counts["marked"] += 1
+        await self._renew(session_id, mark_id, principal)
 
     async def _renew(self, session_id: str, mark_id: str, principal: str | None) -> None:
         while True:

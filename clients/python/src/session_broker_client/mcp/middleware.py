@@ -70,6 +70,7 @@ from session_broker_client.mcp.metadata import (
 )
 from session_broker_client.mcp.principal import PrincipalFn, sdk_client_id, sdk_principal
 from session_broker_client.mcp.response_watch import ResponseWatcher
+from session_broker_client.models import Touched
 from session_broker_client.work import BrokerWork
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ class BrokerSessionMiddleware:
             else:
                 await self.app(scope, replay, send)  # the app answers the parse error
             return
-        if not await self._touch(scope, send, session_id, inbound, started):
+        touched = await self._touch(scope, send, session_id, inbound, started)
+        if touched is None:
             return
         principal = self.principal(scope)
         if self.back_channel is not None and inbound.is_response:
@@ -229,7 +231,7 @@ class BrokerSessionMiddleware:
         if self.back_channel is not None:
             answer = self.back_channel.watching(answer, scope, session_id, principal)
         try:
-            async with self.in_flight.held(session_id, inbound.method, principal):
+            async with self.in_flight.held(session_id, inbound.method, principal, touched.expires_at):
                 await self.app(scope, replay, answer)
         finally:
             self._record(inbound, watcher, started)
@@ -397,11 +399,10 @@ class BrokerSessionMiddleware:
         session_id: str,
         inbound: jsonrpc.Inbound | None,
         started: float | None = None,
-    ) -> bool:
-        """Touch the session; if it is not live (or the broker cannot say), answer and return False."""
+    ) -> Touched | None:
+        """Touch the session; if it is not live (or the broker cannot say), answer and return None."""
         try:
-            await self.broker.touch(session_id, principal=self.principal(scope))
-            return True
+            return await self.broker.touch(session_id, principal=self.principal(scope))
         except SessionNotFound:
             await respond(send, 404, self.not_found_body)
         except BrokerUnavailable as error:
@@ -413,7 +414,7 @@ class BrokerSessionMiddleware:
             await respond(send, 500, body)
         if inbound is not None and started is not None:
             self._record(inbound, None, started, ok=False)
-        return False
+        return None
 
     async def _delete(self, scope: Scope, send: Send, session_id: str | None) -> None:
         if session_id is None:
