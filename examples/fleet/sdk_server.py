@@ -67,6 +67,12 @@ def build_server(replica: str, auth: bool) -> MCPServer:
         return {"replica": replica, "text": text}
 
     @server.tool()
+    async def roots(ctx: Context) -> dict[str, Any]:
+        """List the client's roots (sent on this replica's standalone stream)."""
+        listed = await ctx.session.list_roots()
+        return {"replica": replica, "roots": [str(root.uri) for root in listed.roots]}
+
+    @server.tool()
     async def slow(seconds: float, ctx: Context) -> dict[str, Any]:
         """Work for `seconds`, reporting progress every half second."""
         steps = max(1, int(seconds * 2))

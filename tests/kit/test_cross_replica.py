@@ -20,7 +20,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CreateMessageResult, ElicitResult, TextContent
+from mcp_types import CreateMessageResult, ElicitResult, ListRootsResult, Root, TextContent
 from session_broker_client import SessionBroker
 from session_broker_client.errors import PendingRequestEnded
 from session_broker_client.work import BrokerWork
@@ -108,6 +108,34 @@ async def test_sampling_completes_when_the_reply_lands_on_the_other_replica(flee
     assert [result.is_error for result in results] == [False] * 10, [r.content for r in results]
     assert [result.structured_content["text"] for result in results] == ["hello"] * 10
     assert crossed(fleet, "tools/call") >= 5
+
+
+async def test_roots_complete_when_the_tool_runs_on_the_stream_holder(
+    fleet: Fleet, broker: SessionBroker
+) -> None:
+    """`list_roots()` goes out on the standalone GET stream of the replica that asks; on the replica that
+    holds the session's stream it completes wherever the client's reply lands."""
+
+    async def listed(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work", name="work")])
+
+    fleet.reset_log()
+    async with client_of(fleet.url, list_roots_callback=listed) as client:
+        session_id = next(e["session_out"] for e in fleet.log() if e.get("rpc_method") == "initialize")
+        lease = await _stream_lease(broker, session_id)
+        holder_index = next(
+            i for i, r in enumerate(fleet.replicas) if lease["holder"].endswith(f"-{r.popen.pid}")
+        )
+        for _ in range(3):
+            await _steer(fleet, holder_index)
+            result = await asyncio.wait_for(client.call_tool("roots", {}), 10)
+            assert not result.is_error, result.content
+            assert result.structured_content == {
+                "replica": f"sdk-cross-{holder_index}",
+                "roots": ["file:///work"],
+            }
+    replies = [e for e in fleet.log() if e["method"] == "POST" and e.get("rpc_method") is None]
+    assert {e["upstream"] for e in replies} == {1 - holder_index}  # every reply landed on the other replica
 
 
 async def test_a_3_second_call_outlives_a_1_second_idle_timeout_with_progress(

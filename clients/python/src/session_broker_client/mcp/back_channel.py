@@ -49,7 +49,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REQUEST_TIMED_OUT = -32001  # the code the SDKs use for a request that got no answer in time
 # Each wait asks the broker for at most this long, so a lost connection is noticed.
 WAIT_SLICE_SECONDS = 20.0
-_REPLAYED_HEADERS = (b"content-type", b"content-length")
+# Replaced on a replayed reply: a GET stream need accept only text/event-stream (the spec asks no more),
+# and the SDK wants a POST to accept both.
+_REPLAYED_HEADERS = (b"content-type", b"content-length", b"accept")
 
 
 def is_response(message: Any) -> bool:
@@ -186,6 +188,7 @@ class BackChannel:
                 *headers,
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (b"accept", b"application/json, text/event-stream"),
             ],
         }
         sent = False
