@@ -61,6 +61,18 @@ class BrokerWork:
         data = response.json()
         return Lease(data["lease_id"], data["fencing_token"], data["expires_at"], data["holder"])
 
+    async def set_max_leases(self, session_id: str, max_leases: int, *, principal: str | None = None) -> None:
+        """How many stream leases the session admits at once (1 by default; fast-mcp's
+        `max_connections_per_session`)."""
+        await self.broker._call(
+            "patch",
+            "PATCH",
+            session_path(session_id),
+            self.broker.retry,  # a merge patch is idempotent
+            content=_body({"max_leases": max_leases}),
+            headers={"Content-Type": "application/merge-patch+json", **_principal_header(principal)},
+        )
+
     async def renew_lease(self, session_id: str, lease_id: str, *, principal: str | None = None) -> None:
         """`LeaseLost` once the lease expired or was taken over."""
         await self.broker._call(
