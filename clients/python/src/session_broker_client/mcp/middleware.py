@@ -95,13 +95,15 @@ class BrokerSessionMiddleware:
     - `analytics_interval`: seconds between analytics batches (0 turns request analytics off).
     - `close_broker`: close the broker client at shutdown (default True).
 
-    Work across replicas (register mode only; `back_channel.py`, `liveness.py`):
+    Work across replicas (`back_channel.py`, `liveness.py`; in-flight marks in both modes, the rest in
+    register mode, where the SDK keeps streams and server-to-client requests):
     - `holder`: this replica's name in the broker's leases, marks and pending requests (its own
       address for replies, e.g. its internal URL); default `owner`, else host name and process id.
     - `pending_timeout_seconds`: deadline of each server-to-client request (elicitation, sampling,
       roots) recorded so that a reply reaching another replica finds its way back (0: off).
-    - `in_flight_methods`, `in_flight_ttl_seconds`: requests marked in flight, so idle expiry waits for
-      them (empty: off); the mark is renewed every third of its TTL.
+    - `in_flight_methods`, `in_flight_ttl_seconds`: requests marked in flight once they run halfway to
+      the expiry their touch set, so idle expiry waits for them (empty: off); the mark is renewed every
+      third of its TTL.
     - `stream_lease_ttl_seconds`: a GET stream holds the session's stream lease, renewed every third of
       this (0: off).
     """
