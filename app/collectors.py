@@ -39,7 +39,7 @@ CREATED_HOW = ("created", "registered", "rotated")
 TOUCH_RESULTS = ("written", "throttled", "not_found")
 QUOTA_SCOPES = ("tenant", "principal", "client")
 PURGE_RESULTS = ("ok", "error", "skipped")
-PURGE_TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
+PURGE_TABLES = ("sessions", "leases", "in_flight", "pending", "tombstones", "idempotency_keys", "events")
 REQUEST_LIMITS = ("max_requests", "max_requests_per_minute")
 #: `kind` of session_broker_db_errors_total (`app.db.error_kind`).
 DB_ERROR_KINDS = (
@@ -157,7 +157,8 @@ PURGE_RUNS = Counter(
 )
 PURGE_DELETED = Counter(
     "session_broker_purge_deleted_total",
-    "Rows deleted by the purge. table: sessions, tombstones, idempotency_keys, events.",
+    "Rows deleted by the purge. table: sessions, leases, in_flight, pending (timed out or forgotten), "
+    "tombstones, idempotency_keys, events.",
     ["table"],
 )
 PURGE_BATCH_DURATION = Histogram(

@@ -244,6 +244,27 @@ class Settings(BaseSettings):
         '"quota_policy": "evict_oldest_idle", "default_max_requests_per_minute": 600}}`',
     )
 
+    # --- work across replicas (docs/design.md, "Leases", "In-flight work", "Pending requests") -------
+    max_lease_ttl_seconds: int = Field(
+        300, ge=1, le=86400, description="longest TTL a stream lease may ask for (1 s is the shortest)"
+    )
+    max_in_flight_ttl_seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="longest TTL an in-flight mark may ask for: how long a replica that died can keep a "
+        "session from idle expiry",
+    )
+    max_pending_timeout_seconds: int = Field(
+        3600, ge=1, le=86400, description="longest deadline a pending server-to-client request may ask for"
+    )
+    pending_retention_seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="how long an ended pending request is remembered (a late reply to it is refused "
+        "as ended)",
+    )
     metrics_top_kinds: int = Field(
         10,
         ge=1,

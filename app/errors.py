@@ -248,3 +248,58 @@ ALL_PROBLEMS: tuple[type[Problem], ...] = (
     InternalError,
     DatabaseUnavailable,
 )
+
+
+# --- work across replicas (docs/design.md, "Leases", "Pending requests") -------------------------------
+
+
+class LeasesFull(Problem):
+    status, slug, title = 409, "session-leases-full", "Every stream lease of the session is held"
+
+    def __init__(self, max_leases: int, retry_after: int) -> None:
+        super().__init__(
+            f"This session admits {max_leases} live stream lease(s) (max_leases) and all are held; the "
+            f"earliest expires in about {retry_after} s unless its holder renews it.",
+            headers={"Retry-After": str(retry_after)},
+            max_leases=max_leases,
+        )
+
+
+class LeaseLost(Problem):
+    status, slug, title = 409, "lease-lost", "The lease expired or was taken over"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This lease is not held any more (it expired, was released or another replica took the slot); "
+            "stop serving the stream and acquire a new lease."
+        )
+
+
+class InFlightMarkNotFound(Problem):
+    status, slug, title = 404, "in-flight-mark-not-found", "No live in-flight mark has this id"
+
+
+class PendingRequestExists(Problem):
+    status, slug, title = 409, "pending-request-exists", "The session already has a request with this id"
+
+
+class PendingRequestNotFound(Problem):
+    status, slug, title = 404, "pending-request-not-found", "No pending request of this session has this id"
+
+
+class PendingRequestEnded(Problem):
+    status, slug, title = 409, "pending-request-ended", "The pending request has already ended"
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"The request ended ({state}); a reply to it changes nothing.", state=state)
+
+
+WORK_PROBLEMS: tuple[type[Problem], ...] = (
+    LeasesFull,
+    LeaseLost,
+    InFlightMarkNotFound,
+    PendingRequestExists,
+    PendingRequestNotFound,
+    PendingRequestEnded,
+)
+ALL_PROBLEMS = (*ALL_PROBLEMS, *WORK_PROBLEMS)

@@ -38,7 +38,20 @@ DURABLE_POLL_SECONDS = 0.02
 KEEPALIVE_SECONDS = 15.0
 HORIZON_CHECK_SECONDS = 15.0
 BATCH = 500
-EVENT_TYPES = ("session.created", "session.updated", "session.expiring", "session.ended", "session.rotated")
+EVENT_TYPES = (
+    "session.created",
+    "session.updated",
+    "session.expiring",
+    "session.ended",
+    "session.rotated",
+    # Work across replicas (docs/design.md, "Leases", "Pending requests").
+    "session.lease_acquired",
+    "session.lease_lost",
+    "session.lease_released",
+    "session.request_answered",
+    "session.request_cancelled",
+    "session.request_timed_out",
+)
 
 
 def frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:

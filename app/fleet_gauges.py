@@ -17,10 +17,11 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from app import metrics
+from app import metrics, work_metrics
 from app.config import Settings
 from app.db import Database
 from app.sql import fleet as sql
+from app.sql import in_flight, pending
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,15 @@ async def publish(db: Database, settings: Settings) -> None:
     async with db.connection("gauges") as connection:
         rows = await connection.fetch(*sql.READ_GAUGES.bind())
         backlog = await connection.fetchval(*sql.READ_PURGE_BACKLOG.bind())
+        marks = await connection.fetch(*in_flight.ALL_IN_FLIGHT_COUNTS.bind())
+        waiting = await connection.fetch(*pending.ALL_PENDING_COUNTS.bind())
     counted = ((row["tenant"], row["kind"], row["live"]) for row in rows)
     metrics.set_live_sessions(bounded_kinds(counted, settings.metrics_top_kinds))
     metrics.set_purge_backlog(int(backlog or 0))
+    work_metrics.set_work_gauges(
+        ((row["tenant"], row["n"]) for row in marks),
+        ((row["tenant"], row["method"], row["n"]) for row in waiting),
+    )
 
 
 async def gauges_loop(db: Database, settings: Settings) -> None:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import collectors, metrics
+from app import collectors, metrics, work_metrics
 from app.analytics import RequestAnalytics, flush_loop
 from app.auth import KeyRing
 from app.config import Settings, get_settings
@@ -21,7 +21,18 @@ from app.fleet_gauges import gauges_loop
 from app.http.edge import SessionBrokerApp
 from app.http.errors import install_exception_handlers
 from app.http.openapi import build_openapi
-from app.http.routes import admin, analytics, collection, docs, events, operations, sessions
+from app.http.routes import (
+    admin,
+    analytics,
+    collection,
+    docs,
+    events,
+    in_flight,
+    leases,
+    operations,
+    pending,
+    sessions,
+)
 from app.logs import configure_logging
 from app.migrate import head_revision, known_revisions
 from app.purge import purge_loop
@@ -169,7 +180,19 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     collectors.register_tenants(keys.tenants or ["default"])
-    for module in (sessions, collection, analytics, events, admin, operations, docs):
+    work_metrics.register_tenants(keys.tenants or ["default"])
+    for module in (
+        sessions,
+        leases,
+        in_flight,
+        pending,
+        collection,
+        analytics,
+        events,
+        admin,
+        operations,
+        docs,
+    ):
         app.include_router(module.router)
     docs.mount_assets(app)
     install_exception_handlers(app, settings.retry_after_seconds)

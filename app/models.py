@@ -22,7 +22,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Double, Index, Integer, MetaData, SmallInteger, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -97,6 +107,8 @@ class SessionRow(Base):
     request_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     rate_window: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     rate_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # How many stream leases the session admits at once (docs/design.md, "Leases").
+    max_leases: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
 
 class TombstoneRow(Base):
@@ -228,3 +240,90 @@ class GatewayRequestTotalsRow(Base):
     errors: Mapped[int] = mapped_column(BigInteger)
     timed: Mapped[int] = mapped_column(BigInteger)  # requests that reported a duration
     duration_ms_total: Mapped[float] = mapped_column(Double)
+
+
+class LeaseRow(Base):
+    """A stream lease: what a replica (`holder`, its own address for replies) holds while it serves a
+    session's live stream. A session has `max_leases` slots; a slot whose lease passed `expires_at` (on the
+    database clock) is free for the next acquirer. `fencing_token` comes from the sequence
+    `session_lease_fencing`, so it only grows (docs/design.md, "Leases")."""
+
+    __tablename__ = "session_leases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant", "session_id"],
+            ["sessions.tenant", "sessions.id"],
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        Index("ix_session_leases_expires_at", "expires_at"),
+    )
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    session_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    lease_id: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(Text)
+    fencing_token: Mapped[int] = mapped_column(BigInteger)
+    ttl_seconds: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(Timestamp)
+    renewed_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class InFlightRow(Base):
+    """An in-flight mark: a request a replica is serving. While the mark lives (its replica renews it), the
+    session's `expires_at` is held at least at the mark's `expires_at`, capped by the absolute lifetime;
+    a replica that dies stops renewing, and the mark (and its hold) lapses
+    (docs/design.md, "In-flight work")."""
+
+    __tablename__ = "session_in_flight"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant", "session_id"],
+            ["sessions.tenant", "sessions.id"],
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        Index("ix_session_in_flight_expires_at", "expires_at"),
+    )
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    session_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    mark_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str | None] = mapped_column(Text)
+    holder: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PendingRequestRow(Base):
+    """A server-to-client request (elicitation, sampling, roots) a replica (`holder`) sent and waits for:
+    `pending` until the client's reply, handed over by whichever replica received it, makes it
+    `answered` (with the reply in `response`), or the holder cancels it, or its `deadline` passes
+    (`timed_out`). `check_at`: when the purge must look at it next (its deadline while pending, then when
+    it may be forgotten) (docs/design.md, "Pending requests")."""
+
+    __tablename__ = "session_pending_requests"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant", "session_id"],
+            ["sessions.tenant", "sessions.id"],
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+        Index("ix_session_pending_requests_check_at", "check_at"),
+    )
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    session_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_key: Mapped[str] = mapped_column(Text, primary_key=True)  # the JSON-RPC id as JSON text
+    pending_id: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    deadline: Mapped[datetime] = mapped_column(Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    check_at: Mapped[datetime] = mapped_column(Timestamp)

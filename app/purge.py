@@ -27,9 +27,12 @@ from typing import Any
 
 import asyncpg
 
-from app import metrics
+from app import metrics, work_metrics
 from app.config import Settings
 from app.db import Database
+from app.sql import in_flight as in_flight_sql
+from app.sql import leases as leases_sql
+from app.sql import pending as pending_sql
 from app.sql import purge as sql
 from app.sql.statement import Statement
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 PURGE_LOCK_KEY = 0x5E5510_B0
 
 
-TABLES = ("sessions", "tombstones", "idempotency_keys", "events")
+TABLES = ("sessions", "leases", "in_flight", "pending", "tombstones", "idempotency_keys", "events")
 
 
 @dataclass
@@ -93,9 +96,17 @@ async def _batch(
         count = _take_sessions(result, rows, publish)
         finished = max((row["at"] for row in rows), default=lock["at"])
     else:
-        count = int(rows[0]["n"])
-        finished = rows[0]["at"]
+        # One row, or (leases, in-flight marks) one per tenant and none when there was nothing to do.
+        count = sum(int(row["n"]) for row in rows)
+        finished = max((row["at"] for row in rows), default=lock["at"])
         result.deleted[table] += count
+        if table == "leases" and publish:
+            for row in rows:
+                work_metrics.count_leases_expired(row["tenant"], row["n"])
+        if table == "pending" and publish:
+            for row in rows:
+                if row["outcome"] == "timed_out":
+                    work_metrics.count_pending_ended(row["tenant"], row["method"], "timed_out", row["n"])
     result.batches += 1
     result.batch_seconds.append(time.perf_counter() - started)
     result.batch_windows.append((lock["at"], finished))
@@ -156,6 +167,13 @@ async def purge_once(
                 "tombstone_seconds": settings.tombstone_retention_seconds,
                 "warning_seconds": settings.expiry_warning_seconds,
             },
+        ),
+        ("leases", leases_sql.PURGE_LEASES, {"batch": size}),
+        ("in_flight", in_flight_sql.PURGE_IN_FLIGHT, {"batch": size}),
+        (
+            "pending",
+            pending_sql.PURGE_PENDING,
+            {"batch": size, "retention_seconds": settings.pending_retention_seconds},
         ),
         ("tombstones", sql.PURGE_TOMBSTONES, {"batch": size}),
         ("idempotency_keys", sql.PURGE_IDEMPOTENCY_KEYS, {"batch": size}),

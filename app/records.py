@@ -123,4 +123,5 @@ SESSION_FIELDS = (
     "max_lifetime_seconds",
     "max_requests",
     "max_requests_per_minute",
+    "max_leases",
 )

@@ -205,15 +205,27 @@ class SessionRepository:
         return [_touch_outcome(record) for record in records]
 
     async def get(
-        self, tenant: str, session_id: str, *, principal: str | None, for_update: bool = False
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        principal: str | None,
+        for_update: bool = False,
+        with_leases: bool = False,
     ) -> Lookup:
         """The session if live (whoever it is bound to: the caller decides), else why it ended, as far as
         the caller acting for `principal` may know: to another principal an ended session is as missing
-        as one that never existed. `for_update` locks the row (inside a transaction)."""
+        as one that never existed. `for_update` locks the row (inside a transaction); `with_leases` adds
+        its live stream leases and whether its owner holds one (`owner_alive`)."""
         statement = read.GET_SESSION_FOR_UPDATE if for_update else read.GET_SESSION
         record = await self.connection.fetchrow(*statement.bind(tenant=tenant, id=session_id))
         if record is not None and record["live"]:
-            return Lookup(session=_session(record), ended_reason=None)
+            session = _session(record)
+            if with_leases:
+                leases = record["leases"] or []
+                session["owner_alive"] = any(lease["holder"] == session["owner"] for lease in leases)
+                session["leases"] = leases
+            return Lookup(session=session, ended_reason=None)
         if record is not None:
             visible = not rules.bound_elsewhere(record["principal"], principal)
             return Lookup(session=None, ended_reason=record["expiry_reason"] if visible else None)

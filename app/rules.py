@@ -21,7 +21,25 @@ from app.schemas import SessionCreate, SessionPatch
 # MCP: ids are visible ASCII 0x21-0x7E. The length is bounded so ids stay cheap to index.
 SESSION_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 END_REASONS = ("deleted", "expired_idle", "expired_lifetime", "evicted", "revoked", "rotated")
-PATCHABLE = ("metadata", "owner", "client_id", "protocol_version", "max_requests", "max_requests_per_minute")
+PATCHABLE = (
+    "metadata",
+    "owner",
+    "client_id",
+    "protocol_version",
+    "max_requests",
+    "max_requests_per_minute",
+    "max_leases",
+)
+
+
+ISSUED_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+def issued_id(value: str) -> str:
+    """A lease, mark or pending-request id from a path as the statements may compare it: ids the service
+    issues are short visible ASCII, so anything else (a NUL PostgreSQL would refuse, megabytes) becomes
+    the empty id, which matches nothing and is answered like any id that was never issued."""
+    return value if ISSUED_ID_PATTERN.match(value) else ""
 
 
 def mint_session_id() -> str:
@@ -76,6 +94,8 @@ def patched(current: dict[str, Any], patch: SessionPatch) -> dict[str, Any]:
     for name in ("max_requests", "max_requests_per_minute"):
         if name in given:  # null removes the limit, like 0
             values[name] = getattr(patch, name) or 0
+    if "max_leases" in given:  # null restores the default of one
+        values["max_leases"] = patch.max_leases or 1
     return values
 
 

@@ -154,6 +154,9 @@ class SessionPatch(RequestModel):
     max_requests_per_minute: RequestLimit | None = Field(
         None, description="new per-minute touch limit; null or 0: unlimited"
     )
+    max_leases: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_request_count)] | None = Field(
+        None, description="stream leases the session admits at once (1-1000); null: the default, 1"
+    )
 
 
 class TouchRequest(RequestModel):
@@ -180,6 +183,17 @@ class AnalyticsRecorded(BaseModel):
     recorded: int = Field(description="request outcomes counted")
 
 
+class LeaseRead(BaseModel):
+    """A stream lease: what a replica (`holder`) holds while it serves a session's live stream."""
+
+    lease_id: str
+    holder: str = Field(description="the holding replica's own address for replies, e.g. its internal URL")
+    fencing_token: int = Field(description="grows with every acquisition, across every takeover")
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime = Field(description="on the database clock; past it the slot is free")
+
+
 class SessionRead(BaseModel):
     id: str
     kind: str
@@ -196,6 +210,11 @@ class SessionRead(BaseModel):
     max_lifetime_seconds: int
     max_requests: int = Field(description="lifetime touch limit; 0: unlimited")
     max_requests_per_minute: int = Field(description="per-minute touch limit; 0: unlimited")
+    max_leases: int = Field(description="stream leases the session admits at once (default 1)")
+    owner_alive: bool | None = Field(
+        None, description="only on GET of one session: `owner` holds a live stream lease"
+    )
+    leases: list[LeaseRead] | None = Field(None, description="only on GET of one session: its live leases")
 
 
 class TouchResult(BaseModel):
@@ -296,11 +315,32 @@ class TenantStats(BaseModel):
     window: WindowStats | None = Field(None, description="only with `?window_seconds=N`")
 
 
+class InFlightStats(BaseModel):
+    """Requests replicas have marked in flight now (live marks; docs/design.md, "In-flight work")."""
+
+    requests: int
+    by_method: dict[str, int] = Field(description="by the method the mark names (`other` when none)")
+
+
+class PendingStats(BaseModel):
+    """Server-to-client requests replicas wait for (docs/design.md, "Pending requests")."""
+
+    pending: int = Field(description="pending now (deadline not passed)")
+    by_method: dict[str, int] = Field(description="pending now, by method")
+    completions: int = Field(description="active completions: `sampling/createMessage` requests pending now")
+    ended: dict[str, dict[str, int]] = Field(
+        description="requests that ended since the tenant began, by state (answered, cancelled, timed_out) "
+        "and method; a timeout counts once the purge has recorded it"
+    )
+
+
 class Stats(TenantStats):
     """`GET /v1/stats`: the tenant's figures, its reported requests and the limits that apply to it."""
 
     requests: RequestStats
     limits: Limits
+    in_flight: InFlightStats
+    pending: PendingStats
 
 
 class AdminStats(BaseModel):
@@ -315,7 +355,8 @@ class RevokeResult(BaseModel):
 
 class PurgeRun(BaseModel):
     deleted: dict[str, int] = Field(
-        description="rows deleted: sessions, tombstones, idempotency_keys, events"
+        description="rows deleted (pending: timed out or forgotten): sessions, leases, in_flight, pending, "
+        "tombstones, idempotency_keys, events"
     )
     warned: int = Field(description="sessions that got their `session.expiring` event")
     rearmed: int = Field(description="live sessions whose next check moved (touched since it was set)")
@@ -331,7 +372,9 @@ class StreamEvent(BaseModel):
     """`data` of a lifecycle event frame on `GET /v1/events`."""
 
     type: str = Field(
-        description="session.created, session.updated, session.expiring, session.ended or session.rotated"
+        description="session.created, session.updated, session.expiring, session.ended, session.rotated, "
+        "session.lease_acquired, session.lease_lost, session.lease_released, session.request_answered, "
+        "session.request_cancelled or session.request_timed_out"
     )
     session_id: str
     occurred_at: datetime

@@ -18,6 +18,9 @@ from app.config import Settings
 from app.creating import Created, Creates
 from app.db import Database, within_deadline
 from app.errors import PreconditionFailed, SessionNotFound, ValidationFailed
+from app.in_flight import InFlight
+from app.leases import Leases
+from app.pending import PendingRequests
 from app.quotas import Quotas
 from app.read_replica import Reads
 from app.records import IdempotencyClaim
@@ -53,6 +56,13 @@ class SessionService:
         self.rows = RowGate()
         self.creates = Creates(db, settings, quotas, self.rows)
         self.touches = Touches(db, settings, analytics, limiter, self.rows)
+        # Work across replicas: stream leases (leases.py), in-flight marks (in_flight.py), pending
+        # server-to-client requests (pending.py).
+        self.leases = Leases(db, settings)
+        self.in_flight = InFlight(db, settings)
+        self.pending = PendingRequests(db, settings)
+        # Work across replicas: stream leases (leases.py).
+        self.leases = Leases(db, settings)
         # The operations of the hot paths live in their own modules; these are the service's names for them.
         self.create = self.creates.create
         self.touch = self.touches.touch
@@ -69,7 +79,9 @@ class SessionService:
         if not rules.is_valid_session_id(session_id):
             raise SessionNotFound()
         async with self.db.connection("get") as connection:
-            lookup = await SessionRepository(connection).get(tenant, session_id, principal=principal)
+            lookup = await SessionRepository(connection).get(
+                tenant, session_id, principal=principal, with_leases=True
+            )
         if lookup.session is None:
             raise SessionNotFound(lookup.ended_reason)
         if rules.bound_elsewhere(lookup.session["principal"], principal):

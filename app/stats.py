@@ -21,6 +21,7 @@ from app.quotas import Quotas
 from app.read_replica import Reads
 from app.repository import SessionRepository
 from app.rules import END_REASONS
+from app.work_stats import work_figures
 
 
 class Stats:
@@ -41,6 +42,7 @@ class Stats:
         async with reader.connection("stats") as connection:
             repo = SessionRepository(connection)
             kinds = await repo.live_by_kind(tenant)
+            work = await work_figures(connection, tenant)
             totals = {row["name"]: row["total"] for row in await repo.counter_totals(tenant)}
             if window_seconds is not None:
                 lifetimes = await repo.lifetime_totals(tenant)
@@ -54,6 +56,7 @@ class Stats:
             **figures,
             "requests": await self.analytics.summary(reader, tenant),
             "limits": self.limits(tenant),
+            **work,
         }
 
     @within_deadline

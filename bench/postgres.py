@@ -220,7 +220,11 @@ async def vacuum(url: str) -> None:
 
 async def truncate(url: str) -> None:
     async with connect(url) as conn:
-        await conn.execute("TRUNCATE sessions, session_tombstones, session_counters")
+        # The leases, in-flight marks and pending requests reference sessions (ON DELETE CASCADE).
+        await conn.execute(
+            "TRUNCATE sessions, session_tombstones, session_counters, session_leases, session_in_flight, "
+            "session_pending_requests"
+        )
 
 
 async def backdate(url: str, tenant: str, ids: list[str], seconds: int) -> None:

@@ -162,7 +162,8 @@ async def raw_db(database_url: str, direct_database_url: str) -> AsyncIterator[a
     connection = await asyncpg.connect(asyncpg_dsn(direct_database_url))
     await connection.execute(
         "TRUNCATE sessions, session_tombstones, session_counters, session_events, fleet_gauges, "
-        "broker_state, gateway_request_totals, idempotency_keys, session_lifetime_counters, stats_snapshots"
+        "broker_state, gateway_request_totals, idempotency_keys, session_lifetime_counters, stats_snapshots, "
+        "session_leases, session_in_flight, session_pending_requests"
     )
     yield connection
     await connection.close()

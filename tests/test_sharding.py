@@ -24,6 +24,9 @@ from app import events, fleet_gauges, repository
 from app.models import Base
 from app.purge import purge_once
 from app.sql import fleet as fleet_sql
+from app.sql import in_flight as in_flight_sql
+from app.sql import leases as leases_sql
+from app.sql import pending as pending_sql
 from app.sql import purge as purge_sql
 from app.sql import read as read_sql
 from tests.helpers import path, running_client
@@ -63,6 +66,11 @@ ADMIN_AND_MAINTENANCE = {
     purge_sql.PURGE_TOMBSTONES.sql: "purge",
     purge_sql.PURGE_IDEMPOTENCY_KEYS.sql: "purge",
     purge_sql.PURGE_EVENTS.sql: "purge",
+    leases_sql.PURGE_LEASES.sql: "purge",
+    in_flight_sql.PURGE_IN_FLIGHT.sql: "purge",
+    pending_sql.PURGE_PENDING.sql: "purge",
+    in_flight_sql.ALL_IN_FLIGHT_COUNTS.sql: "fleet gauges",
+    pending_sql.ALL_PENDING_COUNTS.sql: "fleet gauges",
     fleet_sql.CLAIM_GAUGE_REFRESH.sql: "fleet gauges",
     fleet_sql.COUNT_SESSIONS_CHUNK.sql: "fleet gauges",
     fleet_sql.READ_PURGE_BACKLOG.sql: "fleet gauges",

@@ -26,7 +26,8 @@ WITH written AS (
        SET metadata = :metadata::json, metadata_bytes = octet_length(:metadata::json::text),
            owner = :owner, client_id = :client_id,
            protocol_version = :protocol_version, max_requests = :max_requests::int,
-           max_requests_per_minute = :max_requests_per_minute::int, version = version + 1
+           max_requests_per_minute = :max_requests_per_minute::int,
+           max_leases = :max_leases::int, version = version + 1
      WHERE tenant = :tenant AND id = :id AND version = :expected_version AND expires_at > now()
     RETURNING {SESSION_COLUMNS}
 )
@@ -37,7 +38,8 @@ WITH written AS (
            json_build_object('id', w.id, 'version', w.version, 'changed', :changed::text[], 'owner', w.owner,
                              'client_id', w.client_id, 'protocol_version', w.protocol_version,
                              'max_requests', w.max_requests,
-                             'max_requests_per_minute', w.max_requests_per_minute) AS data
+                             'max_requests_per_minute', w.max_requests_per_minute,
+                             'max_leases', w.max_leases) AS data
       FROM written AS w''')
     }
 SELECT * FROM written
@@ -71,11 +73,12 @@ WITH {remembered}old AS (
     INSERT INTO sessions (tenant, id, kind, principal, client_id, owner, protocol_version, metadata,
                           metadata_bytes, version, idle_timeout_seconds, max_lifetime_seconds, created_at,
                           last_seen_at, expires_at, check_at, warned_at, max_requests,
-                          max_requests_per_minute, request_count, rate_window, rate_count)
+                          max_requests_per_minute, request_count, rate_window, rate_count, max_leases)
     SELECT tenant, :new_id, kind, principal, client_id, owner, protocol_version, metadata, metadata_bytes,
            version + 1,
            idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at, check_at,
-           warned_at, max_requests, max_requests_per_minute, request_count, rate_window, rate_count
+           warned_at, max_requests, max_requests_per_minute, request_count, rate_window, rate_count,
+           max_leases
       FROM old
     RETURNING {SESSION_COLUMNS}
 ), gone AS (

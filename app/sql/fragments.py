@@ -27,7 +27,7 @@ EVENT_POSITION = (
 SESSION_COLUMNS = (
     "id, kind, principal, client_id, owner, protocol_version, metadata, version, "
     "idle_timeout_seconds, max_lifetime_seconds, created_at, last_seen_at, expires_at, "
-    "max_requests, max_requests_per_minute"
+    "max_requests, max_requests_per_minute, max_leases"
 )
 LIFETIME_END = "created_at + max_lifetime_seconds * interval '1 second'"
 EXPIRY_REASON = f"CASE WHEN expires_at >= {LIFETIME_END} THEN 'expired_lifetime' ELSE 'expired_idle' END"

@@ -5,10 +5,13 @@ from __future__ import annotations
 from itertools import combinations
 
 from app.sql.fragments import EXPIRY_REASON, SESSION_COLUMNS, bound_to
+from app.sql.leases import LIVE_LEASES_JSON
 from app.sql.statement import Statement
 
+# With the session's live stream leases (docs/design.md, "Leases"), which a GET shows.
 _GET = f"""
-SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_reason
+SELECT {SESSION_COLUMNS}, expires_at > now() AS live, {EXPIRY_REASON} AS expiry_reason,
+       {LIVE_LEASES_JSON} AS leases
   FROM sessions WHERE tenant = :tenant AND id = :id
 """
 GET_SESSION = Statement("get_session", _GET)

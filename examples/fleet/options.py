@@ -41,13 +41,23 @@ def parser(description: str, modes: tuple[str, ...]) -> argparse.ArgumentParser:
     result.add_argument("--near-cache", type=float, default=0.0, help="touch near-cache window, seconds")
     result.add_argument("--auth", action="store_true", help="require `Bearer token-<user>`")
     result.add_argument("--idle-timeout", type=int, default=None, help="broker idle timeout of new sessions")
+    result.add_argument(
+        "--pending-timeout", type=int, default=60, help="server-to-client request deadline (register mode)"
+    )
+    result.add_argument("--lease-ttl", type=int, default=15, help="stream lease TTL (register mode)")
     result.add_argument("--not-found-code", type=int, default=-32600, help="JSON-RPC code of the 404 body")
     result.add_argument("--log-level", default="warning")
     return result
 
 
 def middleware_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"idle_timeout_seconds": args.idle_timeout, "not_found_code": args.not_found_code}
+    options: dict[str, Any] = {
+        "idle_timeout_seconds": args.idle_timeout,
+        "not_found_code": args.not_found_code,
+    }
+    if args.mode == "register":
+        options.update(pending_timeout_seconds=args.pending_timeout, stream_lease_ttl_seconds=args.lease_ttl)
+    return options
 
 
 def stats_route(broker: SessionBroker, manager: Any = None) -> Route:

@@ -12,6 +12,7 @@ Run: `python -m examples.fleet.sdk_server --port 9001 --mode own --broker-url UR
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,8 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import SamplingMessage, TextContent
+from pydantic import BaseModel
 from session_broker_client.mcp import brokered_stateful_app, install
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -48,7 +51,41 @@ def build_server(replica: str, auth: bool) -> MCPServer:
             "sampling": bool(params and params.capabilities.sampling is not None),
         }
 
+    @server.tool()
+    async def ask(ctx: Context) -> dict[str, Any]:
+        """Ask the client for a number (elicitation); says which replica asked."""
+        answer = await ctx.elicit("Pick a number", schema=Number)
+        n = answer.data.n if answer.action == "accept" else None
+        return {"replica": replica, "action": answer.action, "n": n}
+
+    @server.tool()
+    async def summarize(ctx: Context) -> dict[str, Any]:
+        """Ask the client's model for a completion (sampling); says which replica asked."""
+        prompt = SamplingMessage(role="user", content=TextContent(type="text", text="Say hello"))
+        result = await ctx.session.create_message([prompt], max_tokens=16, related_request_id=ctx.request_id)
+        text = result.content.text if isinstance(result.content, TextContent) else None
+        return {"replica": replica, "text": text}
+
+    @server.tool()
+    async def roots(ctx: Context) -> dict[str, Any]:
+        """List the client's roots (sent on this replica's standalone stream)."""
+        listed = await ctx.session.list_roots()
+        return {"replica": replica, "roots": [str(root.uri) for root in listed.roots]}
+
+    @server.tool()
+    async def slow(seconds: float, ctx: Context) -> dict[str, Any]:
+        """Work for `seconds`, reporting progress every half second."""
+        steps = max(1, int(seconds * 2))
+        for step in range(steps):
+            await ctx.report_progress(step + 1, steps)
+            await asyncio.sleep(seconds / steps)
+        return {"replica": replica, "steps": steps}
+
     return server
+
+
+class Number(BaseModel):
+    n: int
 
 
 def build_app(args: argparse.Namespace) -> Any:

@@ -315,3 +315,37 @@ async def test_events_follow_lifecycle_and_resume_after_a_drop(
 
 async def _seen(received: list[Event], event_type: str, session_id: str | None = None) -> bool:
     return any(e.type == event_type and (session_id is None or e.session_id == session_id) for e in received)
+
+
+async def test_broker_work_leases_marks_and_pending_requests(broker: SessionBroker) -> None:
+    """`BrokerWork` against the real broker: one lease per session unless raised, marks, a pending
+    request answered through `reply` and seen by `wait_pending`, refusals as typed errors."""
+    from session_broker_client.errors import LeaseLost, LeasesFull, PendingRequestNotFound
+    from session_broker_client.work import BrokerWork
+
+    work = BrokerWork(broker)
+    session = await broker.create()
+    lease = await work.acquire_lease(session.id, "replica-a", 5)
+    with pytest.raises(LeasesFull):
+        await work.acquire_lease(session.id, "replica-b", 5)
+    await work.set_max_leases(session.id, 2)
+    second = await work.acquire_lease(session.id, "replica-b", 5)
+    assert second.fencing_token > lease.fencing_token
+    await work.renew_lease(session.id, lease.lease_id)
+    await work.release_lease(session.id, lease.lease_id)
+    with pytest.raises(LeaseLost):
+        await work.renew_lease(session.id, lease.lease_id)
+    mark = await work.begin_in_flight(session.id, 5, method="tools/call", holder="replica-a")
+    await work.renew_in_flight(session.id, mark, 5)
+    await work.end_in_flight(session.id, mark)
+    pending_id = await work.record_pending(session.id, 3, "elicitation/create", "replica-a", 5)
+    reply = b'{"jsonrpc":"2.0","id":3,"result":{"action":"decline"}}'
+    assert await work.reply(session.id, reply) == "replica-a"
+    state = await work.wait_pending(session.id, pending_id, 1)
+    assert state.state == "answered" and state.response == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "result": {"action": "decline"},
+    }
+    with pytest.raises(PendingRequestNotFound):
+        await work.reply(session.id, b'{"jsonrpc":"2.0","id":4,"result":{}}')

@@ -245,5 +245,6 @@ def test_purge_command_runs_once_and_prints_what_it_deleted(database_url: str) -
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary["deleted"]) == {"sessions", "tombstones", "idempotency_keys", "events"}
+    tables = {"sessions", "leases", "in_flight", "pending", "tombstones", "idempotency_keys", "events"}
+    assert set(summary["deleted"]) == tables
     assert summary["skipped"] is False and {"warned", "rearmed"} <= set(summary)

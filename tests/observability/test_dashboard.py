@@ -9,13 +9,13 @@ import sys
 import jsonschema
 import pytest
 
-from app import collectors
+from app import collectors, work_metrics
 
 from .dashboard_exprs import DASHBOARD, REPO, SCHEMA, load_dashboard, panels
 
 COLLECTORS = [
     c
-    for c in vars(collectors).values()
+    for c in [*vars(collectors).values(), *vars(work_metrics).values()]
     if isinstance(c, collectors.Counter | collectors.Gauge | collectors.Histogram)
 ]
 TENANT_METRICS = {c._name for c in COLLECTORS if "tenant" in c._labelnames}

@@ -50,12 +50,15 @@ def test_patched_changes_only_the_fields_the_patch_names() -> None:
         "protocol_version": "p",
         "max_requests": 10,
         "max_requests_per_minute": 5,
+        "max_leases": 2,
     }
     assert rules.patched(current, SessionPatch.model_validate({"owner": None})) == {**current, "owner": None}
     # A request limit set to null is removed (0: unlimited), like setting it to 0.
     limits = SessionPatch.model_validate({"max_requests": None, "max_requests_per_minute": 7})
     assert rules.patched(current, limits) == {**current, "max_requests": 0, "max_requests_per_minute": 7}
     assert rules.patched(current, SessionPatch.model_validate({"metadata": None}))["metadata"] == {}
+    # max_leases set to null is the default again: one stream lease.
+    assert rules.patched(current, SessionPatch.model_validate({"max_leases": None}))["max_leases"] == 1
     merged = rules.patched(current, SessionPatch.model_validate({"metadata": {"j": 2}}))
     assert merged == {**current, "metadata": {"k": 1, "j": 2}}
     assert rules.patched(current, SessionPatch.model_validate({})) == current

@@ -51,6 +51,11 @@ def quota_exceeded(request_id: Any, scope: str | None, limit: int | None) -> byt
     )
 
 
+def stream_conflict() -> bytes:
+    """A second standalone stream for a session (the SDK's own answer to that, on one replica)."""
+    return error_body(SERVER_ERROR, "Conflict: Only one SSE stream is allowed per session")
+
+
 def method_not_allowed() -> bytes:
     return error_body(
         INVALID_REQUEST,
@@ -70,6 +75,8 @@ class Inbound:
     is_initialize: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     batch: bool = False
+    # A response (result or error) to a server-to-client request, e.g. an elicitation's answer.
+    is_response: bool = False
 
 
 def read_inbound(body: bytes) -> Inbound:
@@ -95,4 +102,8 @@ def read_inbound(body: bytes) -> Inbound:
         is_initialize=is_initialize,
         params=params if isinstance(params, dict) else {},
         batch=batch,
+        is_response=not batch
+        and method is None
+        and message.get("id") is not None
+        and ("result" in message or "error" in message),
     )

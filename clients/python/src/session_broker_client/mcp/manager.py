@@ -45,8 +45,9 @@ from starlette.types import Receive, Scope, Send
 from session_broker_client.client import SessionBroker
 from session_broker_client.errors import BrokerUnavailable, SessionNotFound
 from session_broker_client.mcp import jsonrpc
+from session_broker_client.mcp.asgi import respond
 from session_broker_client.mcp.metadata import LATEST_HANDSHAKE_VERSION, initialize_params
-from session_broker_client.mcp.middleware import BrokerSessionMiddleware, _respond
+from session_broker_client.mcp.middleware import BrokerSessionMiddleware
 from session_broker_client.mcp.principal import PrincipalFn, sdk_principal
 from session_broker_client.models import Event
 
@@ -108,11 +109,11 @@ class BrokerAwareSessionManager(StreamableHTTPSessionManager):
         try:
             session = await self.broker.get(session_id, principal=self.principal(scope))
         except SessionNotFound:
-            await _respond(send, 404, self.not_found_body)
+            await respond(send, 404, self.not_found_body)
             return False
         except BrokerUnavailable as error:
             retry_after = str(max(1, int(error.retry_after or self.retry_after_seconds))).encode()
-            await _respond(send, 503, jsonrpc.unavailable(), [(b"retry-after", retry_after)])
+            await respond(send, 503, jsonrpc.unavailable(), [(b"retry-after", retry_after)])
             return False
         params = _client_params(initialize_params(session.metadata))
         version = session.protocol_version or (
@@ -125,7 +126,7 @@ class BrokerAwareSessionManager(StreamableHTTPSessionManager):
                 return True
             if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
                 body = jsonrpc.error_body(jsonrpc.INTERNAL_ERROR, "Too many open sessions")
-                await _respond(send, 503, body)
+                await respond(send, 503, body)
                 return False
             transport = StreamableHTTPServerTransport(
                 mcp_session_id=session_id,

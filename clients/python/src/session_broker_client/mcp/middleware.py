@@ -28,9 +28,10 @@ Request outcomes (method, ok, duration) go to the broker's analytics in the back
 from __future__ import annotations
 
 import logging
-import math
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Collection
 from typing import Any, Literal
 
 from session_broker_client.analytics import AnalyticsReporter
@@ -46,6 +47,21 @@ from session_broker_client.errors import (
     ValidationFailed,
 )
 from session_broker_client.mcp import jsonrpc
+from session_broker_client.mcp.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    replaying,
+    respond,
+    watching,
+    whole_seconds,
+)
+from session_broker_client.mcp.back_channel import BackChannel
+from session_broker_client.mcp.liveness import InFlightKeeper, StreamLeases
 from session_broker_client.mcp.metadata import (
     HANDSHAKE_PROTOCOL_VERSIONS,
     SESSION_KIND,
@@ -54,14 +70,10 @@ from session_broker_client.mcp.metadata import (
 )
 from session_broker_client.mcp.principal import PrincipalFn, sdk_client_id, sdk_principal
 from session_broker_client.mcp.response_watch import ResponseWatcher
+from session_broker_client.models import Touched
+from session_broker_client.work import BrokerWork
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
@@ -82,6 +94,18 @@ class BrokerSessionMiddleware:
     - `retry_after_seconds`: `Retry-After` on a 503 when the broker gave none (it was unreachable).
     - `analytics_interval`: seconds between analytics batches (0 turns request analytics off).
     - `close_broker`: close the broker client at shutdown (default True).
+
+    Work across replicas (`back_channel.py`, `liveness.py`; in-flight marks in both modes, the rest in
+    register mode, where the SDK keeps streams and server-to-client requests):
+    - `holder`: this replica's name in the broker's leases, marks and pending requests (its own
+      address for replies, e.g. its internal URL); default `owner`, else host name and process id.
+    - `pending_timeout_seconds`: deadline of each server-to-client request (elicitation, sampling,
+      roots) recorded so that a reply reaching another replica finds its way back (0: off).
+    - `in_flight_methods`, `in_flight_ttl_seconds`: requests marked in flight once they run halfway to
+      the expiry their touch set, so idle expiry waits for them (empty: off); the mark is renewed every
+      third of its TTL.
+    - `stream_lease_ttl_seconds`: a GET stream holds the session's stream lease, renewed every third of
+      this (0: off).
     """
 
     def __init__(
@@ -101,6 +125,11 @@ class BrokerSessionMiddleware:
         analytics_interval: float = 2.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         close_broker: bool = True,
+        holder: str | None = None,
+        pending_timeout_seconds: int = 60,
+        in_flight_methods: Collection[str] = ("tools/call",),
+        in_flight_ttl_seconds: int = 30,
+        stream_lease_ttl_seconds: int = 15,
     ) -> None:
         if mode not in ("own", "register"):
             raise ValueError(f"mode must be 'own' or 'register', not {mode!r}")
@@ -121,6 +150,20 @@ class BrokerSessionMiddleware:
             AnalyticsReporter(broker, interval=analytics_interval) if analytics_interval > 0 else None
         )
         self._started = False
+        self.holder = holder or owner or f"{socket.gethostname()}-{os.getpid()}"
+        work = BrokerWork(broker)
+        stateful = mode == "register"
+        self.back_channel = (
+            BackChannel(app, work, self.holder, pending_timeout_seconds)
+            if stateful and pending_timeout_seconds > 0
+            else None
+        )
+        self.in_flight = InFlightKeeper(work, self.holder, in_flight_ttl_seconds, in_flight_methods)
+        self.stream_leases = (
+            StreamLeases(work, self.holder, stream_lease_ttl_seconds)
+            if stateful and stream_lease_ttl_seconds > 0
+            else None
+        )
 
     # --- ASGI entry ----------------------------------------------------------------------------
 
@@ -149,10 +192,10 @@ class BrokerSessionMiddleware:
         elif method == "DELETE":
             await self._delete(scope, send, session_id)
         elif method == "GET" and self.mode == "own":
-            await _respond(send, 405, jsonrpc.method_not_allowed(), [(b"allow", b"POST, DELETE")])
+            await respond(send, 405, jsonrpc.method_not_allowed(), [(b"allow", b"POST, DELETE")])
         elif method == "GET" and session_id is not None:
             if await self._touch(scope, send, session_id, None):
-                await self.app(scope, receive, send)
+                await self._stream(scope, receive, send, session_id)
         else:
             await self.app(scope, receive, send)
 
@@ -160,12 +203,12 @@ class BrokerSessionMiddleware:
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, session_id: str | None) -> None:
         started = time.perf_counter()
-        body = await _read_body(receive, self.max_body_bytes)
+        body = await read_body(receive, self.max_body_bytes)
         if body is None:
-            await _respond(send, 413, jsonrpc.error_body(jsonrpc.INVALID_REQUEST, "Request body too large"))
+            await respond(send, 413, jsonrpc.error_body(jsonrpc.INVALID_REQUEST, "Request body too large"))
             return
         inbound = jsonrpc.read_inbound(body)
-        replay = _replaying(body, receive)
+        replay = replaying(body, receive)
         if session_id is None:
             if inbound.is_initialize:
                 if self.mode == "own":
@@ -173,17 +216,53 @@ class BrokerSessionMiddleware:
                 else:
                     await self._register_session(scope, replay, send, inbound, started)
             elif inbound.parsed:
-                await _respond(send, 400, jsonrpc.missing_session_id())
+                await respond(send, 400, jsonrpc.missing_session_id())
             else:
                 await self.app(scope, replay, send)  # the app answers the parse error
             return
-        if not await self._touch(scope, send, session_id, inbound, started):
+        touched = await self._touch(scope, send, session_id, inbound, started)
+        if touched is None:
+            return
+        principal = self.principal(scope)
+        if self.back_channel is not None and inbound.is_response:
+            # The client's reply to a server-to-client request: its holder may be another replica.
+            await self.back_channel.hand_over(send, session_id, body, principal)
             return
         watcher = ResponseWatcher(inbound.request_id) if inbound.is_request else None
+        answer = watching(send, watcher)
+        if self.back_channel is not None:
+            answer = self.back_channel.watching(answer, scope, session_id, principal)
         try:
-            await self.app(scope, replay, _watching(send, watcher))
+            async with self.in_flight.held(session_id, inbound.method, principal, touched.expires_at):
+                await self.app(scope, replay, answer)
         finally:
             self._record(inbound, watcher, started)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
+        """Register mode's GET: the standalone stream, under the session's stream lease; server-to-client
+        requests sent on it are recorded like those on a POST's stream."""
+        principal = self.principal(scope)
+        answer = (
+            send
+            if self.back_channel is None
+            else self.back_channel.watching(send, scope, session_id, principal)
+        )
+        if self.stream_leases is None:
+            await self.app(scope, receive, answer)
+            return
+        try:
+            lease = await self.stream_leases.acquire(session_id, principal)
+        except SessionNotFound:
+            await respond(send, 404, self.not_found_body)
+            return
+        except BrokerUnavailable as error:
+            await self._unavailable(send, error, None)
+            return
+        if lease is None:
+            await respond(send, 409, jsonrpc.stream_conflict())
+            return
+        async with self.stream_leases.renewed(session_id, lease, principal):
+            await self.app(scope, receive, answer)
 
     async def _open_session(
         self, scope: Scope, receive: Receive, send: Send, inbound: jsonrpc.Inbound, started: float
@@ -219,7 +298,7 @@ class BrokerSessionMiddleware:
 
         established = False
         try:
-            await self.app(scope, receive, _watching(send_with_id, watcher))
+            await self.app(scope, receive, watching(send_with_id, watcher))
             watcher.finish()
             established = watcher.ok
         finally:
@@ -269,7 +348,7 @@ class BrokerSessionMiddleware:
                 return
             if message["type"] == "http.response.start":
                 watcher.start(message["status"], list(message.get("headers", [])))
-                session_id = _header(message.get("headers", []), SESSION_HEADER)
+                session_id = header(message.get("headers", []), SESSION_HEADER)
                 if message["status"] >= 400 or session_id is None:
                     state["decided"] = True  # refused by the app: nothing was opened
                     await send(message)
@@ -298,20 +377,20 @@ class BrokerSessionMiddleware:
         """Answer an `initialize` the broker would not open a session for."""
         request_id = inbound.request_id
         if isinstance(error, QuotaExceeded):
-            retry_after = _whole_seconds(error.retry_after, self.retry_after_seconds)
+            retry_after = whole_seconds(error.retry_after, self.retry_after_seconds)
             body = jsonrpc.quota_exceeded(request_id, error.scope, error.limit)
-            await _respond(send, 429, body, [(b"retry-after", retry_after)])
+            await respond(send, 429, body, [(b"retry-after", retry_after)])
         elif isinstance(error, BrokerUnavailable):
             await self._unavailable(send, error, request_id)
         elif isinstance(error, SessionExists):  # register: the SDK minted an id the broker already has
             await self._unavailable(send, None, request_id)
         elif isinstance(error, ValidationFailed | MetadataTooLarge | PayloadTooLarge):
             message = f"Session could not be created: {error.detail}"
-            await _respond(send, 400, jsonrpc.error_body(jsonrpc.INVALID_REQUEST, message, request_id))
+            await respond(send, 400, jsonrpc.error_body(jsonrpc.INVALID_REQUEST, message, request_id))
         else:
             log.error("the broker refused to open a session: %s", error.detail)
             message = "Session could not be created (the gateway's broker configuration was refused)"
-            await _respond(send, 500, jsonrpc.error_body(jsonrpc.INTERNAL_ERROR, message, request_id))
+            await respond(send, 500, jsonrpc.error_body(jsonrpc.INTERNAL_ERROR, message, request_id))
 
     # --- requests with a session id ------------------------------------------------------------
 
@@ -322,45 +401,44 @@ class BrokerSessionMiddleware:
         session_id: str,
         inbound: jsonrpc.Inbound | None,
         started: float | None = None,
-    ) -> bool:
-        """Touch the session; if it is not live (or the broker cannot say), answer and return False."""
+    ) -> Touched | None:
+        """Touch the session; if it is not live (or the broker cannot say), answer and return None."""
         try:
-            await self.broker.touch(session_id, principal=self.principal(scope))
-            return True
+            return await self.broker.touch(session_id, principal=self.principal(scope))
         except SessionNotFound:
-            await _respond(send, 404, self.not_found_body)
+            await respond(send, 404, self.not_found_body)
         except BrokerUnavailable as error:
             await self._unavailable(send, error, inbound.request_id if inbound else None)
         except BrokerError as error:
             log.error("the broker refused a touch: %s", error.detail)
             request_id = inbound.request_id if inbound else None
             body = jsonrpc.error_body(jsonrpc.INTERNAL_ERROR, "Session check failed", request_id)
-            await _respond(send, 500, body)
+            await respond(send, 500, body)
         if inbound is not None and started is not None:
             self._record(inbound, None, started, ok=False)
-        return False
+        return None
 
     async def _delete(self, scope: Scope, send: Send, session_id: str | None) -> None:
         if session_id is None:
-            await _respond(send, 400, jsonrpc.missing_session_id())
+            await respond(send, 400, jsonrpc.missing_session_id())
             return
         try:
             await self.broker.delete(session_id, principal=self.principal(scope))
         except SessionNotFound:
-            await _respond(send, 404, self.not_found_body)
+            await respond(send, 404, self.not_found_body)
             return
         except BrokerUnavailable as error:
             await self._unavailable(send, error, None)
             return
         # Register mode: replicas holding a local transport drop it when the broker's `session.ended`
         # event reaches their BrokerAwareSessionManager (and touch answers 404 before that).
-        await _respond(send, 200, b"")
+        await respond(send, 200, b"")
 
     # --- helpers -------------------------------------------------------------------------------
 
     async def _unavailable(self, send: Send, error: BrokerUnavailable | None, request_id: Any) -> None:
-        retry_after = _whole_seconds(error.retry_after if error else None, self.retry_after_seconds)
-        await _respond(send, 503, jsonrpc.unavailable(request_id), [(b"retry-after", retry_after)])
+        retry_after = whole_seconds(error.retry_after if error else None, self.retry_after_seconds)
+        await respond(send, 503, jsonrpc.unavailable(request_id), [(b"retry-after", retry_after)])
 
     async def _end_quietly(self, session_id: str, scope: Scope) -> None:
         """End a session whose initialize failed; if the broker cannot be reached it expires idle."""
@@ -428,6 +506,8 @@ class BrokerSessionMiddleware:
         self._started = False
         if self.analytics is not None:
             await self.analytics.aclose()
+        if self.back_channel is not None:
+            await self.back_channel.aclose()
         if self.close_broker:
             await self.broker.aclose()
 
@@ -444,80 +524,3 @@ class BrokerSessionMiddleware:
             await send(message)
 
         await self.app(scope, receive_startup, send_shutdown)
-
-
-# --- ASGI plumbing -----------------------------------------------------------------------------------
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the app the body we already read, then the real channel (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-def _watching(send: Send, watcher: ResponseWatcher | None) -> Send:
-    if watcher is None:
-        return send
-
-    async def watched(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            watcher.start(message["status"], list(message.get("headers", [])))
-        elif message["type"] == "http.response.body":
-            watcher.feed(message.get("body", b""))
-        await send(message)
-
-    return watched
-
-
-def _header(headers: Any, name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _whole_seconds(value: float | None, default: int) -> bytes:
-    seconds = default if value is None else max(1, math.ceil(value))
-    return str(seconds).encode()
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", jsonrpc.JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
