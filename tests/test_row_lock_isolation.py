@@ -124,12 +124,26 @@ async def test_one_locked_row_does_not_stall_other_tenants(server: LiveServer, d
         )
         # Requests for the locked row waited at most the deadline and then answered 503; nothing answered
         # anything but 200 or 503. The server's access log times each request from the moment the app
-        # sees it; the client's view adds queueing for a saturated CPU (this load runs client, server and
-        # database on two cores), hence its wider margin.
+        # sees it, and every request the client sent has its line (none hung outside the app). The
+        # client's own timings are not bounded: this load runs client, server and database on two cores,
+        # and its 70 loops in one process queue for the CPU by seconds.
         assert {status for _, status, _ in hot_answers} <= {200, 503}
-        served = [line for line in access_lines(server) if line["tenant"] == "acme"]
+        hot_routes = {("POST", "/v1/sessions/{session_id}/touch"), ("PATCH", "/v1/sessions/{session_id}")}
+
+        def served_hot() -> list[dict]:
+            lines = access_lines(server)
+            return [
+                line
+                for line in lines
+                if line["tenant"] == "acme" and (line["method"], line["route"]) in hot_routes
+            ]
+
+        for _ in range(50):  # the last lines may still be on their way to the log file
+            if len(served := served_hot()) >= len(hot_answers):
+                break
+            await asyncio.sleep(0.1)
+        assert len(served) == len(hot_answers), (len(served), len(hot_answers))
         assert max(line["duration_ms"] for line in served) < (DEADLINE + 1.0) * 1000
-        assert max(taken for _, _, taken in hot_answers) < DEADLINE + 5.0
         assert any(status == 503 and locked_at < t < locked_until for t, status, _ in hot_answers)
         # Once the lock is gone the row is served again, and no session of the other tenant expired.
         assert any(status == 200 and t > locked_until for t, status, _ in hot_answers)

@@ -75,6 +75,7 @@ def stats_route(broker: SessionBroker, manager: Any = None) -> Route:
                 "adopted": manager.adopted,
                 "dropped": manager.dropped,
                 "local_sessions": len(manager._server_instances),
+                "local_session_ids": sorted(manager._server_instances),
             }
         return JSONResponse(body)
 

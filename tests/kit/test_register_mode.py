@@ -70,15 +70,16 @@ async def test_delete_elsewhere_drops_the_local_session_and_answers_404(fleet: F
         for _ in range(2):  # one request on each replica: both hold a local transport now
             call = await http.post(fleet.url, json=tool_call("whoami"), headers=mcp_headers(session_id))
             assert call.status_code == 200
-        local_before = [fleet.stats(index)["manager"]["local_sessions"] for index in (0, 1)]
+        for index in (0, 1):
+            assert session_id in fleet.stats(index)["manager"]["local_session_ids"], index
         assert (await http.delete(fleet.url, headers=mcp_headers(session_id))).status_code == 200
         for _ in range(2):
             gone = await http.post(fleet.url, json=tool_call("whoami"), headers=mcp_headers(session_id))
             assert gone.status_code == 404 and gone.content == SDK_NOT_FOUND
 
     async def dropped() -> bool:
-        local = [fleet.stats(index)["manager"]["local_sessions"] for index in (0, 1)]
-        return all(now == before - 1 for now, before in zip(local, local_before, strict=True))
+        # By id: other tests' sessions may come and go on the replicas meanwhile.
+        return all(session_id not in fleet.stats(index)["manager"]["local_session_ids"] for index in (0, 1))
 
     # The session.ended event reached both managers: events wait for older transactions anywhere on the
     # cluster and for the WAL flush (app/events.py), so allow for a busy machine.
