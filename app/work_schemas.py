@@ -117,3 +117,14 @@ class LeaseGranted(LeaseRead):
 
     session_id: str
     ttl_seconds: int
+
+
+# Bodies the routes parse themselves (`request_body`), listed for the OpenAPI components section.
+WORK_REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    LeaseAcquire,
+    LeaseRenew,
+    InFlightBegin,
+    InFlightRenew,
+    PendingRecord,
+    Reply,
+)

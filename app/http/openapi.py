@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from app.config import Settings
 from app.errors import ALL_PROBLEMS, PROBLEM_CONTENT_TYPE
 from app.schemas import DOCUMENT_MODELS, REQUEST_MODELS, ProblemDocument
+from app.work_schemas import WORK_REQUEST_MODELS
 
 _REF = "#/components/schemas/{model}"
 # What every /v1 route can answer: a duplicated Authorization or Session-Principal, a missing or invalid
@@ -70,7 +71,12 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         routes=app.routes,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    models: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, *DOCUMENT_MODELS, ProblemDocument)
+    models: tuple[type[BaseModel], ...] = (
+        *REQUEST_MODELS,
+        *WORK_REQUEST_MODELS,
+        *DOCUMENT_MODELS,
+        ProblemDocument,
+    )
     for model in models:
         definition = model.model_json_schema(ref_template=_REF)
         for name, nested in definition.pop("$defs", {}).items():

@@ -177,6 +177,29 @@ export class HeadersTooLarge extends BrokerProblem {
 export class InternalError extends BrokerProblem {
   override name = 'InternalError';
 }
+/** Every stream lease of the session is held; `retryAfter` says when the earliest expires. */
+export class SessionLeasesFull extends RetryAfterProblem {
+  override name = 'SessionLeasesFull';
+}
+/** The lease expired, was released or was taken over: stop serving the stream. */
+export class LeaseLost extends BrokerProblem {
+  override name = 'LeaseLost';
+}
+export class InFlightMarkNotFound extends BrokerProblem {
+  override name = 'InFlightMarkNotFound';
+}
+/** The session already has a pending server-to-client request with this JSON-RPC id. */
+export class PendingRequestExists extends BrokerProblem {
+  override name = 'PendingRequestExists';
+}
+/** A reply for a request id the session has no request with: refused without effect. */
+export class PendingRequestNotFound extends BrokerProblem {
+  override name = 'PendingRequestNotFound';
+}
+/** A reply to a request that has ended (answered, cancelled, timed out): refused without effect. */
+export class PendingRequestEnded extends BrokerProblem {
+  override name = 'PendingRequestEnded';
+}
 
 /** How a `BrokerUnavailable` came about, which decides whether the request may have had an effect. */
 export type UnavailableKind = 'status' | 'connect' | 'timeout' | 'network';
@@ -248,6 +271,11 @@ export const PROBLEM_CLASSES: Readonly<Record<string, ProblemClass>> = {
   'request-timeout': RequestTimeout,
   'headers-too-large': HeadersTooLarge,
   'internal-error': InternalError,
+  'lease-lost': LeaseLost,
+  'in-flight-mark-not-found': InFlightMarkNotFound,
+  'pending-request-exists': PendingRequestExists,
+  'pending-request-not-found': PendingRequestNotFound,
+  'pending-request-ended': PendingRequestEnded,
 };
 
 /** The problem types whose class also carries the answer's `Retry-After` (in seconds). */
@@ -260,6 +288,7 @@ const RETRY_AFTER_CLASSES: Readonly<Record<string, RetryAfterClass>> = {
   'quota-exceeded': QuotaExceeded,
   'idempotency-key-conflict': IdempotencyKeyConflict,
   'session-rate-limited': SessionRateLimited,
+  'session-leases-full': SessionLeasesFull,
 };
 
 /** Every problem slug this client maps to its own class (used by the contract test). */

@@ -207,6 +207,41 @@ class InternalError(BrokerError):
     slug = "internal-error"
 
 
+# Work across replicas: stream leases, in-flight marks, pending server-to-client requests.
+
+
+class LeasesFull(RetryAfterError):
+    """Every stream lease of the session is held (409); `retry_after` says when the earliest expires."""
+
+    slug = "session-leases-full"
+
+
+class LeaseLost(BrokerError):
+    """The lease expired, was released or was taken over (409): stop serving the stream."""
+
+    slug = "lease-lost"
+
+
+class InFlightMarkNotFound(BrokerError):
+    slug = "in-flight-mark-not-found"
+
+
+class PendingRequestExists(BrokerError):
+    slug = "pending-request-exists"
+
+
+class PendingRequestNotFound(BrokerError):
+    """A reply for a request id the session has no request with: refused without effect (404)."""
+
+    slug = "pending-request-not-found"
+
+
+class PendingRequestEnded(BrokerError):
+    """A reply to a request that has ended (answered, cancelled, timed_out): refused without effect (409)."""
+
+    slug = "pending-request-ended"
+
+
 class BrokerUnavailable(RetryAfterError):
     """The broker answered 503 (its store is down) or could not be reached (connect error, timeout).
     `retry_after` is the broker's `Retry-After` in seconds, or None when it sent none."""
@@ -241,6 +276,12 @@ PROBLEM_CLASSES: dict[str, type[BrokerError]] = {
         RequestTimeout,
         HeadersTooLarge,
         InternalError,
+        LeasesFull,
+        LeaseLost,
+        InFlightMarkNotFound,
+        PendingRequestExists,
+        PendingRequestNotFound,
+        PendingRequestEnded,
         BrokerUnavailable,
     )
 }
@@ -270,53 +311,3 @@ def error_from_problem(status: int, problem: dict[str, Any], retry_after: str | 
     if issubclass(cls, RetryAfterError):
         return cls(detail, status=status, problem=problem, retry_after=parse_retry_after(retry_after))
     return cls(detail, status=status, problem=problem)
-
-
-# --- work across replicas: stream leases, in-flight marks, pending requests (broker issue 13) ----------
-
-
-class LeasesFull(BrokerError):
-    """Every stream lease of the session is held (409); `Retry-After` said when the earliest expires."""
-
-    slug = "session-leases-full"
-
-
-class LeaseLost(BrokerError):
-    """The lease expired, was released or was taken over (409): stop serving the stream."""
-
-    slug = "lease-lost"
-
-
-class InFlightMarkNotFound(BrokerError):
-    slug = "in-flight-mark-not-found"
-
-
-class PendingRequestExists(BrokerError):
-    slug = "pending-request-exists"
-
-
-class PendingRequestNotFound(BrokerError):
-    """A reply for a request id the session has no request with: refused without effect (404)."""
-
-    slug = "pending-request-not-found"
-
-
-class PendingRequestEnded(BrokerError):
-    """A reply to a request that has ended (answered, cancelled, timed_out): refused without effect (409)."""
-
-    slug = "pending-request-ended"
-
-
-PROBLEM_CLASSES.update(
-    {
-        cls.slug: cls
-        for cls in (
-            LeasesFull,
-            LeaseLost,
-            InFlightMarkNotFound,
-            PendingRequestExists,
-            PendingRequestNotFound,
-            PendingRequestEnded,
-        )
-    }
-)

@@ -77,6 +77,128 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions/{session_id}/leases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Acquire a stream lease (409 `session-leases-full` while max_leases live leases are held) */
+        post: operations["acquire_lease"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/leases/{lease_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Renew a stream lease (409 `lease-lost` when it expired or was taken over) */
+        put: operations["renew_lease"];
+        post?: never;
+        /** Release a stream lease */
+        delete: operations["release_lease"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/in-flight": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark a request in flight: idle expiry waits for it (the absolute lifetime does not) */
+        post: operations["begin_in_flight"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/in-flight/{mark_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Renew an in-flight mark (404 `in-flight-mark-not-found` once it lapsed) */
+        put: operations["renew_in_flight"];
+        post?: never;
+        /** End an in-flight mark: the idle timeout counts from now again */
+        delete: operations["end_in_flight"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/pending": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Record a server-to-client request (elicitation, sampling, roots) the caller waits for */
+        post: operations["record_pending"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/pending/{pending_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a pending request; with wait_seconds, answer once it has ended (or the wait is over) */
+        get: operations["get_pending"];
+        put?: never;
+        post?: never;
+        /** Cancel a pending request (409 `pending-request-ended` once it has ended) */
+        delete: operations["cancel_pending"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/replies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Hand over a client's JSON-RPC reply; refused without effect for an unknown or ended request */
+        post: operations["answer_pending"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stats": {
         parameters: {
             query?: never;
@@ -247,6 +369,64 @@ export interface components {
             /** Detail */
             detail?: string | null;
         };
+        /** InFlightEnded */
+        InFlightEnded: {
+            /** Session Id */
+            session_id: string;
+            /**
+             * Held
+             * @description false: the mark had lapsed before it ended (renewed too late)
+             */
+            held: boolean;
+            /**
+             * Session Expires At
+             * @description the session's expiry from now on
+             */
+            session_expires_at: string | null;
+        };
+        /** InFlightMark */
+        InFlightMark: {
+            /** Session Id */
+            session_id: string;
+            /** Mark Id */
+            mark_id: string;
+            /** Method */
+            method: string | null;
+            /** Holder */
+            holder: string | null;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             * @description the mark lapses then unless renewed (database clock)
+             */
+            expires_at: string;
+            /**
+             * Session Expires At
+             * Format: date-time
+             * @description the session's expiry, held at least this long
+             */
+            session_expires_at: string;
+        };
+        /**
+         * InFlightStats
+         * @description Requests replicas have marked in flight now (live marks; docs/design.md, "In-flight work").
+         */
+        InFlightStats: {
+            /** Requests */
+            requests: number;
+            /**
+             * By Method
+             * @description by the method the mark names (`other` when none)
+             */
+            by_method: {
+                [key: string]: number;
+            };
+        };
         /** KindStats */
         KindStats: {
             /** Kind */
@@ -263,6 +443,78 @@ export interface components {
              * Format: date-time
              */
             newest_created_at: string;
+        };
+        /**
+         * LeaseGranted
+         * @description A lease just acquired or renewed.
+         */
+        LeaseGranted: {
+            /** Lease Id */
+            lease_id: string;
+            /**
+             * Holder
+             * @description the holding replica's own address for replies, e.g. its internal URL
+             */
+            holder: string;
+            /**
+             * Fencing Token
+             * @description grows with every acquisition, across every takeover
+             */
+            fencing_token: number;
+            /**
+             * Acquired At
+             * Format: date-time
+             */
+            acquired_at: string;
+            /**
+             * Renewed At
+             * Format: date-time
+             */
+            renewed_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             * @description on the database clock; past it the slot is free
+             */
+            expires_at: string;
+            /** Session Id */
+            session_id: string;
+            /** Ttl Seconds */
+            ttl_seconds: number;
+        };
+        /**
+         * LeaseRead
+         * @description A stream lease: what a replica (`holder`) holds while it serves a session's live stream.
+         */
+        LeaseRead: {
+            /** Lease Id */
+            lease_id: string;
+            /**
+             * Holder
+             * @description the holding replica's own address for replies, e.g. its internal URL
+             */
+            holder: string;
+            /**
+             * Fencing Token
+             * @description grows with every acquisition, across every takeover
+             */
+            fencing_token: number;
+            /**
+             * Acquired At
+             * Format: date-time
+             */
+            acquired_at: string;
+            /**
+             * Renewed At
+             * Format: date-time
+             */
+            renewed_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             * @description on the database clock; past it the slot is free
+             */
+            expires_at: string;
         };
         /** Limits */
         Limits: {
@@ -334,11 +586,78 @@ export interface components {
             /** Mean Duration Ms */
             mean_duration_ms: number | null;
         };
+        /** PendingRequest */
+        PendingRequest: {
+            /** Pending Id */
+            pending_id: string;
+            /** Request Id */
+            request_id: number | string;
+            /** Method */
+            method: string;
+            /** Holder */
+            holder: string;
+            /**
+             * State
+             * @description pending, answered, cancelled or timed_out
+             */
+            state: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Deadline
+             * Format: date-time
+             */
+            deadline: string;
+            /** Ended At */
+            ended_at?: string | null;
+            /**
+             * Response
+             * @description the client's JSON-RPC response, once answered (only on GET)
+             */
+            response?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /**
+         * PendingStats
+         * @description Server-to-client requests replicas wait for (docs/design.md, "Pending requests").
+         */
+        PendingStats: {
+            /**
+             * Pending
+             * @description pending now (deadline not passed)
+             */
+            pending: number;
+            /**
+             * By Method
+             * @description pending now, by method
+             */
+            by_method: {
+                [key: string]: number;
+            };
+            /**
+             * Completions
+             * @description active completions: `sampling/createMessage` requests pending now
+             */
+            completions: number;
+            /**
+             * Ended
+             * @description requests that ended since the tenant began, by state (answered, cancelled, timed_out) and method; a timeout counts once the purge has recorded it
+             */
+            ended: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
+        };
         /** PurgeRun */
         PurgeRun: {
             /**
              * Deleted
-             * @description rows deleted: sessions, tombstones, idempotency_keys, events
+             * @description rows deleted (pending: timed out or forgotten): sessions, leases, in_flight, pending, tombstones, idempotency_keys, events
              */
             deleted: {
                 [key: string]: number;
@@ -455,6 +774,21 @@ export interface components {
              * @description per-minute touch limit; 0: unlimited
              */
             max_requests_per_minute: number;
+            /**
+             * Max Leases
+             * @description stream leases the session admits at once (default 1)
+             */
+            max_leases: number;
+            /**
+             * Owner Alive
+             * @description only on GET of one session: `owner` holds a live stream lease
+             */
+            owner_alive?: boolean | null;
+            /**
+             * Leases
+             * @description only on GET of one session: its live leases
+             */
+            leases?: components["schemas"]["LeaseRead"][] | null;
         };
         /**
          * Stats
@@ -489,6 +823,8 @@ export interface components {
             window?: components["schemas"]["WindowStats"] | null;
             requests: components["schemas"]["RequestStats"];
             limits: components["schemas"]["Limits"];
+            in_flight: components["schemas"]["InFlightStats"];
+            pending: components["schemas"]["PendingStats"];
         };
         /**
          * TenantStats
@@ -680,6 +1016,12 @@ export interface components {
              * @default null
              */
             max_requests_per_minute?: number | null;
+            /**
+             * Max Leases
+             * @description stream leases the session admits at once (1-1000); null: the default, 1
+             * @default null
+             */
+            max_leases?: number | null;
         };
         /**
          * TouchRequest
@@ -717,13 +1059,131 @@ export interface components {
             requests: components["schemas"]["TouchRequest"][];
         };
         /**
+         * LeaseAcquire
+         * @description Body of `POST /v1/sessions/{session_id}/leases`.
+         */
+        LeaseAcquire: {
+            /**
+             * Holder
+             * @description the acquiring replica's own address for replies, e.g. its internal URL
+             */
+            holder: string;
+            /**
+             * Ttl Seconds
+             * @description the lease lasts this long unless renewed (1 to MAX_LEASE_TTL_SECONDS)
+             */
+            ttl_seconds: number;
+        };
+        /**
+         * LeaseRenew
+         * @description Optional body of `PUT /v1/sessions/{session_id}/leases/{lease_id}`.
+         */
+        LeaseRenew: {
+            /**
+             * Ttl Seconds
+             * @description a new TTL from now; omitted: the lease's own
+             * @default null
+             */
+            ttl_seconds?: number | null;
+        };
+        /**
+         * InFlightBegin
+         * @description Body of `POST /v1/sessions/{session_id}/in-flight`.
+         */
+        InFlightBegin: {
+            /**
+             * Ttl Seconds
+             * @description the mark lasts this long unless renewed (1 to MAX_IN_FLIGHT_TTL_SECONDS); renew it well within, e.g. every third of it
+             */
+            ttl_seconds: number;
+            /**
+             * Method
+             * @description the request's MCP method, e.g. 'tools/call'
+             * @default null
+             */
+            method?: string | null;
+            /**
+             * Holder
+             * @description the replica serving the request
+             * @default null
+             */
+            holder?: string | null;
+        };
+        /**
+         * InFlightRenew
+         * @description Body of `PUT /v1/sessions/{session_id}/in-flight/{mark_id}`.
+         */
+        InFlightRenew: {
+            /**
+             * Ttl Seconds
+             * @description the mark lasts this long from now
+             */
+            ttl_seconds: number;
+        };
+        /**
+         * PendingRecord
+         * @description Body of `POST /v1/sessions/{session_id}/pending`: a server-to-client request just sent.
+         */
+        PendingRecord: {
+            /**
+             * Request Id
+             * @description the JSON-RPC id of the request, as the server sent it (an integer or a string)
+             */
+            request_id: number | string;
+            /**
+             * Method
+             * @description e.g. elicitation/create, sampling/createMessage, roots/list
+             */
+            method: string;
+            /**
+             * Holder
+             * @description the replica waiting for the reply (its own address for replies)
+             */
+            holder: string;
+            /**
+             * Timeout Seconds
+             * @description the deadline, from now (1 to MAX_PENDING_TIMEOUT_SECONDS); past it the request is timed_out and a reply to it is refused
+             */
+            timeout_seconds: number;
+        };
+        /**
+         * Reply
+         * @description Body of `POST /v1/sessions/{session_id}/replies`: the client's JSON-RPC response, as it arrived.
+         */
+        Reply: {
+            /**
+             * Jsonrpc
+             * @constant
+             */
+            jsonrpc: "2.0";
+            /**
+             * Id
+             * @description the JSON-RPC id of the request, as the server sent it (an integer or a string)
+             */
+            id: number | string;
+            /**
+             * Result
+             * @default null
+             */
+            result?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Error
+             * @default null
+             */
+            error?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /**
          * StreamEvent
          * @description `data` of a lifecycle event frame on `GET /v1/events`.
          */
         StreamEvent: {
             /**
              * Type
-             * @description session.created, session.updated, session.expiring, session.ended or session.rotated
+             * @description session.created, session.updated, session.expiring, session.ended, session.rotated, session.lease_acquired, session.lease_lost, session.lease_released, session.request_answered, session.request_cancelled or session.request_timed_out
              */
             type: string;
             /** Session Id */
@@ -953,7 +1413,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1160,7 +1620,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1263,7 +1723,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1383,7 +1843,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1483,7 +1943,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1616,7 +2076,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1749,7 +2209,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found` */
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1758,8 +2218,1191 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict` */
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    acquire_lease: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaseAcquire"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseGranted"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    renew_lease: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the lease's id, as acquired */
+                lease_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["LeaseRenew"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseGranted"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    release_lease: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the lease's id, as acquired */
+                lease_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    begin_in_flight: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InFlightBegin"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InFlightMark"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    renew_in_flight: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the mark's id, as begun */
+                mark_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InFlightRenew"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InFlightMark"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    end_in_flight: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the mark's id, as begun */
+                mark_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InFlightEnded"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    record_pending: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PendingRecord"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PendingRequest"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    get_pending: {
+        parameters: {
+            query?: {
+                /** @description wait up to this long for the request to end */
+                wait_seconds?: number;
+            };
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the pending request's id, as recorded */
+                pending_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PendingRequest"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    cancel_pending: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+                /** @description the pending request's id, as recorded */
+                pending_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PendingRequest"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:validation-error`, `urn:session-broker:problem:idempotency-key-reused` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:headers-too-large` */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:database-unavailable` */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    answer_pending: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the end user the caller acts for; a session bound to another principal answers 404 */
+                "Session-Principal"?: string;
+            };
+            path: {
+                /** @description the session id, percent-encoded (ids may contain `/ ? # % +`) */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Reply"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PendingRequest"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:duplicate-header` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unauthorized` */
+            401: {
+                headers: {
+                    /** @description Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:admin-required`, `urn:session-broker:problem:tenant-key-required`, `urn:session-broker:problem:principal-mismatch` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-not-found`, `urn:session-broker:problem:not-found`, `urn:session-broker:problem:in-flight-mark-not-found`, `urn:session-broker:problem:pending-request-not-found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:request-timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:session-exists`, `urn:session-broker:problem:session-id-retired`, `urn:session-broker:problem:idempotency-key-conflict`, `urn:session-broker:problem:session-leases-full`, `urn:session-broker:problem:lease-lost`, `urn:session-broker:problem:pending-request-exists`, `urn:session-broker:problem:pending-request-ended` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:payload-too-large`, `urn:session-broker:problem:metadata-too-large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Problem: `urn:session-broker:problem:unsupported-media-type` */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2011,7 +3654,7 @@ export interface operations {
                 content: {
                     "text/event-stream": {
                         /** @enum {string} */
-                        event: "session.created" | "session.updated" | "session.expiring" | "session.ended" | "session.rotated" | "stream.open" | "stream.gap" | "stream.error";
+                        event: "session.created" | "session.updated" | "session.expiring" | "session.ended" | "session.rotated" | "session.lease_acquired" | "session.lease_lost" | "session.lease_released" | "session.request_answered" | "session.request_cancelled" | "session.request_timed_out" | "stream.open" | "stream.gap" | "stream.error";
                         id?: string;
                         retry?: number;
                         data: string;
