@@ -22,7 +22,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import SamplingMessage, TextContent
 from pydantic import BaseModel
-from session_broker_client.mcp import brokered_stateful_app, install
+from session_broker_client.mcp import brokered_stateful_app, install, list_roots
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 
@@ -70,6 +70,12 @@ def build_server(replica: str, auth: bool) -> MCPServer:
     async def roots(ctx: Context) -> dict[str, Any]:
         """List the client's roots (sent on this replica's standalone stream)."""
         listed = await ctx.session.list_roots()
+        return {"replica": replica, "roots": [str(root.uri) for root in listed.roots]}
+
+    @server.tool()
+    async def roots_here(ctx: Context) -> dict[str, Any]:
+        """List the client's roots on this tool call's own stream (`list_roots`): works on any replica."""
+        listed = await list_roots(ctx)
         return {"replica": replica, "roots": [str(root.uri) for root in listed.roots]}
 
     @server.tool()

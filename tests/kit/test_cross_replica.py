@@ -138,6 +138,22 @@ async def test_roots_complete_when_the_tool_runs_on_the_stream_holder(
     assert {e["upstream"] for e in replies} == {1 - holder_index}  # every reply landed on the other replica
 
 
+async def test_roots_asked_with_list_roots_complete_on_every_replica(fleet: Fleet) -> None:
+    """The kit's `list_roots(ctx)` asks on the tool call's own stream, so the replica that does not hold
+    the session's GET stream gets the roots too; the replies land on the other replica."""
+
+    async def listed(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work", name="work")])
+
+    fleet.reset_log()
+    async with client_of(fleet.url, list_roots_callback=listed) as client:
+        results = [await asyncio.wait_for(client.call_tool("roots_here", {}), 10) for _ in range(10)]
+    assert [result.is_error for result in results] == [False] * 10, [r.content for r in results]
+    assert {tuple(result.structured_content["roots"]) for result in results} == {("file:///work",)}
+    assert {result.structured_content["replica"] for result in results} == {"sdk-cross-0", "sdk-cross-1"}
+    assert crossed(fleet, "tools/call") >= 5
+
+
 async def test_a_3_second_call_outlives_a_1_second_idle_timeout_with_progress(
     fleet: Fleet, broker: SessionBroker
 ) -> None:

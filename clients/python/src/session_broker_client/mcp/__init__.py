@@ -1,5 +1,6 @@
 """MCP server side of the kit: `BrokerSessionMiddleware` (both tiers), `BrokerAwareSessionManager` (the
-stateful tier's adopting session manager, mcp 2.3.x) and helpers. Needs the `mcp` extra."""
+stateful tier's adopting session manager, mcp 2.3.x) and helpers (`list_roots(ctx)`: roots/list from
+any replica). Needs the `mcp` extra."""
 
 from session_broker_client.mcp.install import install
 from session_broker_client.mcp.jsonrpc import INVALID_REQUEST, TYPESCRIPT_SESSION_NOT_FOUND
@@ -7,6 +8,7 @@ from session_broker_client.mcp.manager import BrokerAwareSessionManager, brokere
 from session_broker_client.mcp.metadata import METADATA_KEY
 from session_broker_client.mcp.middleware import BrokerSessionMiddleware
 from session_broker_client.mcp.principal import sdk_client_id, sdk_principal
+from session_broker_client.mcp.roots import list_roots
 
 __all__ = [
     "INVALID_REQUEST",
@@ -16,6 +18,7 @@ __all__ = [
     "BrokerSessionMiddleware",
     "brokered_stateful_app",
     "install",
+    "list_roots",
     "sdk_client_id",
     "sdk_principal",
 ]
