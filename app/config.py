@@ -162,7 +162,11 @@ class Settings(BaseSettings):
         4, ge=1, le=1000, description="list pages served at once per worker (the others wait their turn)"
     )
     list_concurrent_pages_per_tenant: int = Field(
-        2, ge=1, le=1000, description="list pages served at once per worker for one tenant"
+        1,
+        ge=1,
+        le=1000,
+        description="list pages served at once per worker for one tenant (the tenant's others wait their "
+        "turn, within their deadline)",
     )
     max_metadata_bytes: int = Field(
         65536, ge=2, le=16 * 1024 * 1024, description="limit on a session's metadata as JSON (413 past it)"

@@ -53,12 +53,24 @@ def asyncpg_dsn(url: str) -> str:
 # With a multi-host URL and `target_session_attrs=read-write`, asyncpg raises this when every host it
 # reached is read-only: mid-failover or mid-switchover, before a standby has been promoted.
 NO_WRITABLE_HOST = asyncpg.TargetServerAttributeNotMatched
+# A connection whose protocol state asyncpg itself no longer trusts ("cannot switch to state ...; another
+# operation is in progress"): seen when the primary was killed under load, on a connection whose previous
+# statement the dying server never finished. It is unusable, not a bug in the request: drop it, answer 503.
+BROKEN_CONNECTION = asyncpg.InternalClientError
 
 
 def is_unavailable_error(error: BaseException) -> bool:
     """True when the error means "cannot reach / use the store now", as opposed to a bug or bad input."""
     if isinstance(
-        error, (OSError, TimeoutError, asyncio.TimeoutError, asyncpg.InterfaceError, NO_WRITABLE_HOST)
+        error,
+        (
+            OSError,
+            TimeoutError,
+            asyncio.TimeoutError,
+            asyncpg.InterfaceError,
+            NO_WRITABLE_HOST,
+            BROKEN_CONNECTION,
+        ),
     ):
         return True
     if isinstance(error, asyncpg.PostgresError):
@@ -86,7 +98,9 @@ def error_kind(error: BaseException) -> str:
         return "schema"
     if state in ("40001", "40P01"):
         return "conflict"
-    if isinstance(error, (OSError, asyncpg.InterfaceError)) or state.startswith(("08", "57")):
+    if isinstance(error, (OSError, asyncpg.InterfaceError, BROKEN_CONNECTION)) or state.startswith(
+        ("08", "57")
+    ):
         return "connection"
     return "other"
 
@@ -172,7 +186,9 @@ class Database:
             self._pool = None
 
     async def unavailable(self, error: BaseException) -> DatabaseUnavailable:
-        lost = isinstance(error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError))
+        lost = isinstance(
+            error, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, BROKEN_CONNECTION)
+        )
         # A read-only answer on a pooled connection means its server is no longer the primary (demoted or
         # fenced in a switchover): reconnecting lets a multi-host URL find the one that is.
         demoted = getattr(error, "sqlstate", None) == "25006"
@@ -309,6 +325,8 @@ class _Lease:
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
         db = self._db
+        if isinstance(error, BROKEN_CONNECTION) and self._connection is not None:
+            self._connection.terminate()  # never back into the pool as it is
         if error is not None and _may_leave_a_cancellation(error):
             db.release_in_background(self._connection)
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from app.schemas import NO_NUL_PATTERN, LeaseRead, RequestModel, Seconds
 
@@ -83,8 +83,17 @@ class PendingRecord(RequestModel):
     )
 
 
+def _exactly_one_outcome(schema: dict[str, Any]) -> None:
+    """State in the schema what `_one_outcome` checks: `result` or `error`, an object, never both."""
+    for name in ("result", "error"):
+        schema["properties"][name] = {"type": "object", "additionalProperties": True, "title": name.title()}
+    schema["oneOf"] = [{"required": ["result"]}, {"required": ["error"]}]
+
+
 class Reply(RequestModel):
     """Body of `POST /v1/sessions/{session_id}/replies`: the client's JSON-RPC response, as it arrived."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_outcome)
 
     jsonrpc: Literal["2.0"]
     id: RequestId
@@ -93,8 +102,9 @@ class Reply(RequestModel):
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Reply:
-        if (self.result is None) == (self.error is None):
-            raise ValueError("a JSON-RPC response has exactly one of result and error")
+        present = [name for name in ("result", "error") if name in self.model_fields_set]
+        if len(present) != 1 or getattr(self, present[0]) is None:
+            raise ValueError("a JSON-RPC response has exactly one of result and error, an object")
         return self
 
 

@@ -101,7 +101,7 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             error = responses.get("422")
             if error and "application/json" in error.get("content", {}):
                 responses["422"] = problem_responses(422)[422]
-    _document_bounds(schemas["SessionCreate"], settings)
+    _document_bounds(schemas, settings)
     # The catalogue of stable problem types, including the generic ones (405, 406) no operation lists.
     document["info"]["x-problem-types"] = [
         {"type": problem.type_uri(), "status": problem.status, "title": problem.title}
@@ -113,14 +113,28 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     return document
 
 
-def _document_bounds(create_schema: dict[str, Any], settings: Settings) -> None:
-    """Write the configured TTL bounds into the schema, so the document states what this service accepts."""
+def _document_bounds(schemas: dict[str, Any], settings: Settings) -> None:
+    """Write the configured bounds into the schema, so the document states what this service accepts."""
+    lease_ttl = (1, settings.max_lease_ttl_seconds)
+    mark_ttl = (1, settings.max_in_flight_ttl_seconds)
     bounds = {
-        "idle_timeout_seconds": (settings.min_idle_timeout_seconds, settings.max_idle_timeout_seconds),
-        "max_lifetime_seconds": (settings.min_max_lifetime_seconds, settings.max_max_lifetime_seconds),
+        ("SessionCreate", "idle_timeout_seconds"): (
+            settings.min_idle_timeout_seconds,
+            settings.max_idle_timeout_seconds,
+        ),
+        ("SessionCreate", "max_lifetime_seconds"): (
+            settings.min_max_lifetime_seconds,
+            settings.max_max_lifetime_seconds,
+        ),
+        ("LeaseAcquire", "ttl_seconds"): lease_ttl,
+        ("LeaseRenew", "ttl_seconds"): lease_ttl,
+        ("InFlightBegin", "ttl_seconds"): mark_ttl,
+        ("InFlightRenew", "ttl_seconds"): mark_ttl,
+        ("PendingRecord", "timeout_seconds"): (1, settings.max_pending_timeout_seconds),
     }
-    for name, (low, high) in bounds.items():
-        for branch in create_schema["properties"][name].get("anyOf", []):
+    for (model, name), (low, high) in bounds.items():
+        prop = schemas[model]["properties"][name]
+        for branch in prop.get("anyOf", [prop]):
             if branch.get("type") == "integer":
                 branch["minimum"], branch["maximum"] = low, high
 
