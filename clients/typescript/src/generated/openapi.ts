@@ -1161,21 +1161,15 @@ export interface components {
              * @description the JSON-RPC id of the request, as the server sent it (an integer or a string)
              */
             id: number | string;
-            /**
-             * Result
-             * @default null
-             */
+            /** Result */
             result?: {
                 [key: string]: unknown;
-            } | null;
-            /**
-             * Error
-             * @default null
-             */
+            };
+            /** Error */
             error?: {
                 [key: string]: unknown;
-            } | null;
-        };
+            };
+        } & (unknown | unknown);
         /**
          * StreamEvent
          * @description `data` of a lifecycle event frame on `GET /v1/events`.
