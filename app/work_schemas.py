@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from app.schemas import NO_NUL_PATTERN, LeaseRead, RequestModel, Seconds
 
@@ -65,8 +65,14 @@ class InFlightEnded(BaseModel):
     session_expires_at: datetime | None = Field(description="the session's expiry from now on")
 
 
+def _integral(value: Any) -> Any:
+    """`1503.0` is the integer 1503 to JSON Schema (and to a client that round-trips ids as floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 RequestId = Annotated[
-    StrictInt | Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)],
+    Annotated[StrictInt, BeforeValidator(_integral)]
+    | Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)],
     Field(description="the JSON-RPC id of the request, as the server sent it (an integer or a string)"),
 ]
 
