@@ -6,7 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from annotated_types import Interval
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.schemas import NO_NUL_PATTERN, LeaseRead, RequestModel, Seconds
 
@@ -65,14 +78,37 @@ class InFlightEnded(BaseModel):
     session_expires_at: datetime | None = Field(description="the session's expiry from now on")
 
 
+# Beyond 2**53 a float is no longer exact, and orjson reads an integer past 64 bits as a float: such a
+# value may not be the id that was sent, so it stays a float and is refused.
+EXACT_FLOAT_INTEGERS = 2**53
+
+
 def _integral(value: Any) -> Any:
     """`1503.0` is the integer 1503 to JSON Schema (and to a client that round-trips ids as floats)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INTEGERS:
+        return int(value)
+    return value
 
+
+def _one_request_id_problem(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One message at the field itself, not one per union member under pydantic's internal names."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "request_id",
+            "must be an integer of at most 64 bits or a string of 1 to 256 characters without NUL",
+        ) from None
+
+
+# Request ids are stored as their JSON text (orjson), which holds integers of up to 64 bits: a larger id is
+# a 422 naming the field, not a 500 at the statement.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 RequestId = Annotated[
-    Annotated[StrictInt, BeforeValidator(_integral)]
+    Annotated[StrictInt, Interval(ge=INT64_MIN, le=INT64_MAX), BeforeValidator(_integral)]
     | Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)],
+    WrapValidator(_one_request_id_problem),
     Field(description="the JSON-RPC id of the request, as the server sent it (an integer or a string)"),
 ]
 
