@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -280,12 +281,18 @@ async def test_events_follow_lifecycle_and_resume_after_a_drop(
             received.append(event)
             arrived.set()
 
+    def seen_so_far() -> str:  # what a failure prints: which frames did arrive, and when
+        return f"received {[(e.type, e.id) for e in received]}, at {time.monotonic() - began:.1f} s"
+
+    began = time.monotonic()
     collector = asyncio.create_task(collect())
     try:
-        assert await eventually(lambda: _seen(received, "stream.open"), timeout=10)
+        assert await eventually(lambda: _seen(received, "stream.open"), timeout=10), seen_so_far()
         session = await broker.create()
         await broker.delete(session.id)
-        assert await eventually(lambda: _seen(received, "session.ended", session.id), timeout=5)
+        assert await eventually(lambda: _seen(received, "session.ended", session.id), timeout=5), (
+            seen_so_far()
+        )
         created = next(e for e in received if e.type == "session.created" and e.session_id == session.id)
         ended = next(e for e in received if e.type == "session.ended" and e.session_id == session.id)
         assert created.data["how"] == "created" and ended.data["reason"] == "deleted"
@@ -294,7 +301,7 @@ async def test_events_follow_lifecycle_and_resume_after_a_drop(
         # The stream's broker goes away; meanwhile another broker replica (same database) records a
         # session. When the first comes back, the stream resumes after the last id it saw: nothing lost.
         running_broker.stop()
-        assert await eventually(lambda: _seen(received, "stream.disconnected"), timeout=10)
+        assert await eventually(lambda: _seen(received, "stream.disconnected"), timeout=10), seen_so_far()
         other = start_server(running_broker.env, kit_logs / "kit-broker-2.log")
         try:
             async with SessionBroker(other.base_url, KIT_KEY) as second:
@@ -302,7 +309,8 @@ async def test_events_follow_lifecycle_and_resume_after_a_drop(
         finally:
             stop_server(other)
         running_broker.start()
-        assert await eventually(lambda: _seen(received, "session.created", during_outage.id), timeout=15)
+        resumed = await eventually(lambda: _seen(received, "session.created", during_outage.id), timeout=15)
+        assert resumed, f"{during_outage.id} not among {seen_so_far()}"
         opens = [event for event in received if event.type == "stream.open"]
         assert len(opens) >= 2  # it reconnected
     finally:
