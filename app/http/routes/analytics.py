@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.errors import ValidationFailed
-from app.http.bodies import JSON_TYPES, json_response, parse_json_body
+from app.http.bodies import JSON_TYPES, json_response, require_json_body
 from app.http.deps import BodyDep, ServiceDep, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import AnalyticsBatch, AnalyticsRecorded
@@ -23,8 +22,5 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
 async def report_requests(
     request: Request, service: ServiceDep, tenant: TenantDep, body: BodyDep
 ) -> Response:
-    content_type = request.headers.get("content-type", "")
-    batch = parse_json_body(body, content_type, AnalyticsBatch, JSON_TYPES)
-    if batch is None:
-        raise ValidationFailed.one("body", "a JSON object with `requests` is required")
+    batch = require_json_body(request, body, AnalyticsBatch, "a JSON object with `requests`")
     return json_response({"recorded": service.record_requests(tenant, batch.requests)})

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app.errors import ValidationFailed
 from app.http import core
-from app.http.bodies import JSON_TYPES, json_response, parse_json_body
+from app.http.bodies import JSON_TYPES, json_response, require_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.rules import issued_id
@@ -36,9 +35,7 @@ async def begin_in_flight(
     principal: PrincipalDep,
     body: BodyDep,
 ) -> Response:
-    begin = parse_json_body(body, request.headers.get("content-type", ""), InFlightBegin, JSON_TYPES)
-    if begin is None:
-        raise ValidationFailed.one("body", "a JSON object with ttl_seconds is required")
+    begin = require_json_body(request, body, InFlightBegin, "a JSON object with ttl_seconds")
     mark = await service.in_flight.begin(
         tenant,
         core.decode_session_id(session_id),
@@ -66,9 +63,7 @@ async def renew_in_flight(
     principal: PrincipalDep,
     body: BodyDep,
 ) -> Response:
-    renew = parse_json_body(body, request.headers.get("content-type", ""), InFlightRenew, JSON_TYPES)
-    if renew is None:
-        raise ValidationFailed.one("body", "a JSON object with ttl_seconds is required")
+    renew = require_json_body(request, body, InFlightRenew, "a JSON object with ttl_seconds")
     mark = await service.in_flight.renew(
         tenant,
         core.decode_session_id(session_id),

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app.errors import ValidationFailed
 from app.http import core
-from app.http.bodies import JSON_TYPES, json_response, parse_json_body
+from app.http.bodies import JSON_TYPES, json_response, parse_json_body, require_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.rules import issued_id
@@ -37,9 +36,7 @@ async def acquire_lease(
     principal: PrincipalDep,
     body: BodyDep,
 ) -> Response:
-    wanted = parse_json_body(body, request.headers.get("content-type", ""), LeaseAcquire, JSON_TYPES)
-    if wanted is None:
-        raise ValidationFailed.one("body", "a JSON object with holder and ttl_seconds is required")
+    wanted = require_json_body(request, body, LeaseAcquire, "a JSON object with holder and ttl_seconds")
     lease = await service.leases.acquire(
         tenant, core.decode_session_id(session_id), principal, wanted.holder, wanted.ttl_seconds
     )

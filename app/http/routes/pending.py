@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app.errors import ValidationFailed
 from app.http import core
-from app.http.bodies import JSON_TYPES, json_response, parse_json_body
+from app.http.bodies import JSON_TYPES, json_response, require_json_body
 from app.http.deps import BodyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.pending import MAX_WAIT_SECONDS
@@ -38,11 +37,8 @@ async def record_pending(
     principal: PrincipalDep,
     body: BodyDep,
 ) -> Response:
-    wanted = parse_json_body(body, request.headers.get("content-type", ""), PendingRecord, JSON_TYPES)
-    if wanted is None:
-        raise ValidationFailed.one(
-            "body", "a JSON object with request_id, method, holder and timeout_seconds"
-        )
+    what = "a JSON object with request_id, method, holder and timeout_seconds"
+    wanted = require_json_body(request, body, PendingRecord, what)
     recorded = await service.pending.record(
         tenant,
         core.decode_session_id(session_id),
@@ -115,9 +111,7 @@ async def answer_pending(
     principal: PrincipalDep,
     body: BodyDep,
 ) -> Response:
-    reply = parse_json_body(body, request.headers.get("content-type", ""), Reply, JSON_TYPES)
-    if reply is None:
-        raise ValidationFailed.one("body", "the client's JSON-RPC response (an object) is required")
+    reply = require_json_body(request, body, Reply, "the client's JSON-RPC response (an object)")
     answered = await service.pending.answer(
         tenant, core.decode_session_id(session_id), principal, reply.model_dump(exclude_none=True)
     )

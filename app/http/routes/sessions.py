@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from app.errors import ValidationFailed
 from app.http import core
-from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, parse_json_body
+from app.http.bodies import JSON_TYPES, MERGE_PATCH_TYPES, require_json_body
 from app.http.deps import BodyDep, IdempotencyKeyDep, PrincipalDep, ServiceDep, SessionIdPath, TenantDep
 from app.http.openapi import BODY_PROBLEMS, COMMON_PROBLEMS, problem_responses, request_body
 from app.schemas import SessionCreate, SessionPatch, SessionRead, TouchRequest, TouchResult
@@ -111,9 +110,8 @@ async def patch_session(
         ),
     ] = None,
 ) -> Response:
-    patch = parse_json_body(body, _content_type(request), SessionPatch, MERGE_PATCH_TYPES)
-    if patch is None:
-        raise ValidationFailed.one("body", "a JSON Merge Patch document (an object) is required")
+    what = "a JSON Merge Patch document (an object)"
+    patch = require_json_body(request, body, SessionPatch, what, MERGE_PATCH_TYPES)
     session = await service.patch(tenant, core.decode_session_id(session_id), principal, patch, if_match)
     return core.session_response(session)
 
