@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         ge=0,
         description="pace a purge run to at most this many deleted rows per second (0: unlimited)",
     )
+    purge_max_busy_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="a purge run spends at most this share of its time in statements and rests the rest, so "
+        "it backs off when a busy database slows its batches (1: no rest)",
+    )
     purge_synchronous_commit: bool = Field(
         False,
         description="each purge batch waits for its WAL flush; false: it commits asynchronously (a database "

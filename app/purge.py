@@ -135,15 +135,18 @@ def _take_sessions(result: PurgeResult, rows: list[asyncpg.Record], publish: boo
     return count
 
 
-async def _pace(result: PurgeResult, started: float, deadline: float, max_rows_per_second: float) -> None:
-    """Sleep off any lead over the configured rate. A backlog purged flat out takes a CPU of the database
-    away from touches for as long as it lasts, which is what the touch tail latency feels; spread over
-    time the same work costs far less latency. 0 means no limit."""
-    if max_rows_per_second <= 0:
-        return
-    done = result.processed
-    now = time.perf_counter()
-    lead = min(done / max_rows_per_second - (now - started), deadline - now)
+async def _pace(result: PurgeResult, started: float, deadline: float, settings: Settings) -> None:
+    """Rest after a batch while the run is ahead of either limit (docs/design.md, "Purge"):
+    - `PURGE_MAX_ROWS_PER_SECOND` (0: none), a ceiling on the pace;
+    - `PURGE_MAX_BUSY_FRACTION` (1: none), the share of the run's time spent in statements. This one
+      follows the load: a database busy with touches runs each batch slower, so the purge rests longer
+      and takes a bounded share of the CPU that touches need, instead of a whole core for as long as a
+      backlog lasts (with small batches, so touches meet short busy spells, not long ones)."""
+    elapsed = time.perf_counter() - started
+    leads = [sum(result.batch_seconds) / settings.purge_max_busy_fraction - elapsed]
+    if settings.purge_max_rows_per_second > 0:
+        leads.append(result.processed / settings.purge_max_rows_per_second - elapsed)
+    lead = min(max(leads), deadline - started - elapsed)
     if lead > 0:
         await asyncio.sleep(lead)
 
@@ -190,7 +193,7 @@ async def purge_once(
                     break
                 if count < size:
                     break
-                await _pace(result, started, deadline, settings.purge_max_rows_per_second)
+                await _pace(result, started, deadline, settings)
             if result.skipped:
                 break
     result.seconds = time.perf_counter() - started

@@ -234,7 +234,11 @@ async def phase(
 async def measure(cluster: Cluster, sessions: int) -> dict[str, Any]:
     probe = await asyncpg.connect(cluster.url)
     settings = load_settings(
-        host="127.0.0.1", api_keys=None, purge_max_rows_per_second=0, purge_batch_size=5000
+        host="127.0.0.1",
+        api_keys=None,
+        purge_max_rows_per_second=0,
+        purge_max_busy_fraction=1,
+        purge_batch_size=5000,
     )
     db = Database(settings, cluster.url)
     await db.open()

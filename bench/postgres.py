@@ -211,10 +211,10 @@ async def load_sessions(
     return time.perf_counter() - started
 
 
-async def vacuum(url: str) -> None:
+async def vacuum(url: str, tables: tuple[str, ...] = ("sessions",)) -> None:
     """Same starting state for every server: no dead tuples, no dirty buffers left by the previous one."""
     async with connect(url) as conn:
-        await conn.execute("VACUUM (ANALYZE) sessions")
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
         await conn.execute("CHECKPOINT")
 
 

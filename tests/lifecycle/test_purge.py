@@ -105,7 +105,10 @@ async def test_the_purge_reads_only_due_rows_however_large_the_table(raw_db) -> 
 async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
     await expired_rows(raw_db, 200_000)
     settings = make_settings(
-        purge_batch_size=5000, purge_time_budget_seconds=300, purge_max_rows_per_second=0
+        purge_batch_size=5000,
+        purge_time_budget_seconds=300,
+        purge_max_rows_per_second=0,
+        purge_max_busy_fraction=1,
     )
     result = await purge_once(db, settings)
     assert result.deleted["sessions"] == 200_000
@@ -118,7 +121,7 @@ async def test_purge_of_200000_rows_runs_in_bounded_batches(raw_db, db) -> None:
 
 async def test_purge_is_paced_to_its_rate_limit(raw_db, db) -> None:
     await expired_rows(raw_db, 3000)
-    settings = make_settings(purge_batch_size=500, purge_max_rows_per_second=2000)
+    settings = make_settings(purge_batch_size=500, purge_max_rows_per_second=2000, purge_max_busy_fraction=1)
     result = await purge_once(db, settings)
     assert result.deleted["sessions"] == 3000
     # After its sixth batch the run has deleted 3,000 rows: at 2,000 rows/s that is 1.5 s at the earliest.
@@ -130,14 +133,41 @@ async def test_purge_is_paced_to_its_rate_limit(raw_db, db) -> None:
 async def test_purge_pacing_never_outlasts_the_time_budget(raw_db, db) -> None:
     await expired_rows(raw_db, 3000)
     settings = make_settings(
-        purge_batch_size=500, purge_max_rows_per_second=500, purge_time_budget_seconds=1.0
+        purge_batch_size=500,
+        purge_max_rows_per_second=500,
+        purge_time_budget_seconds=1.0,
+        purge_max_busy_fraction=1,
     )
     result = await purge_once(db, settings)
     assert 500 <= result.deleted["sessions"] < 3000
     assert result.seconds < 2.0, result.seconds
-    # Unlimited (0) runs flat out: the rest goes in one run, with no sleeping to speak of.
-    rest = await purge_once(db, make_settings(purge_batch_size=500, purge_max_rows_per_second=0))
+    # No limits (0 rows/s, busy all the time) runs flat out: the rest goes in one run.
+    flat_out = make_settings(purge_batch_size=500, purge_max_rows_per_second=0, purge_max_busy_fraction=1)
+    rest = await purge_once(db, flat_out)
     assert result.deleted["sessions"] + rest.deleted["sessions"] == 3000
+
+
+async def test_purge_rests_so_its_statements_take_at_most_their_share_of_the_run(raw_db, db) -> None:
+    """PURGE_MAX_BUSY_FRACTION follows the database's load: the rest is measured in the batches' own time,
+    so batches slowed by a busy database buy longer rests. No rate limit here: only the share paces."""
+    await expired_rows(raw_db, 20_000)
+    settings = make_settings(
+        purge_batch_size=1000,
+        purge_max_rows_per_second=0,
+        purge_max_busy_fraction=0.25,
+        purge_time_budget_seconds=300,
+    )
+    result = await purge_once(db, settings)
+    assert result.deleted["sessions"] == 20_000
+    busy = result.batch_seconds
+    # Every batch but the last (it found less than a full batch and ended the run) was followed by a rest
+    # that brought the statements' share down to a quarter; nor did it rest much longer than that.
+    assert result.seconds >= (sum(busy) - busy[-1]) / 0.25 * 0.98, (result.seconds, sum(busy))
+    assert result.seconds <= sum(busy) / 0.25 + 0.5, (result.seconds, sum(busy))
+    # The rest comes after each full batch (about three times its length), not all at the end.
+    windows = result.batch_windows[:20]
+    for (began, done), (next_began, _) in itertools.pairwise(windows):
+        assert (next_began - done) >= 2 * (done - began), windows
 
 
 async def test_purge_batches_delete_by_tid_not_by_scanning_the_table(raw_db) -> None:
