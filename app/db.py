@@ -21,9 +21,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
-import orjson
 
-from app import metrics
+from app import jsonio, metrics
 from app.config import Settings
 from app.errors import DatabaseUnavailable
 
@@ -106,12 +105,13 @@ def error_kind(error: BaseException) -> str:
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
-    # JSON columns decode straight to Python objects with orjson (several times faster than json).
+    # JSON columns decode straight to Python objects with orjson (several times faster than json), with
+    # integers past 64 bits kept exact (app/jsonio.py).
     for type_name in ("jsonb", "json"):
         await connection.set_type_codec(
             type_name,
-            encoder=lambda value: orjson.dumps(value).decode(),
-            decoder=orjson.loads,
+            encoder=lambda value: jsonio.dumps(value).decode(),
+            decoder=jsonio.loads,
             schema="pg_catalog",
         )
 

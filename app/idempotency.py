@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 
-from app import metrics
+from app import jsonio, metrics
 from app.errors import IdempotencyConflict, IdempotencyKeyReused
 from app.records import SESSION_FIELDS, IdempotencyClaim, IdempotencyRace, Remembered
 from app.schemas import SessionCreate
@@ -40,7 +39,7 @@ def _digest(*parts: bytes) -> str:
 
 
 def create_fingerprint(how: str, request: SessionCreate, session_id: str | None) -> str:
-    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    body = jsonio.dumps(request.model_dump(mode="json"), jsonio.OPT_SORT_KEYS)
     return _digest(b"create", how.encode(), (session_id or "").encode(), body)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import rules
+from app import jsonio, rules
 from app.records import (
     NEW_SESSION_FIELDS,
     QUOTA_SCOPES,
@@ -127,7 +127,7 @@ class SessionRepository:
     ) -> list[InsertOutcome]:
         """Insert several sessions with minted ids in one statement; outcomes in the order of `items`."""
         columns = {name: [getattr(new, name) for _, _, new, _ in items] for name in NEW_SESSION_FIELDS}
-        columns["metadata"] = [orjson.dumps(metadata).decode() for metadata in columns["metadata"]]
+        columns["metadata"] = [jsonio.dumps(metadata).decode() for metadata in columns["metadata"]]
         records = await self.connection.fetch(
             *create.INSERT_MANY.bind(
                 warning_seconds=items[0][2].warning_seconds,

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from app import jsonio
 from app.config import Settings
 from app.errors import MetadataTooLarge, ValidationFailed
 from app.schemas import SessionCreate, SessionPatch
@@ -144,7 +145,7 @@ def timeouts(settings: Settings, body: SessionCreate) -> tuple[int, int]:
 
 def check_metadata_size(metadata: dict[str, Any], limit: int) -> None:
     """413 when the metadata, encoded as JSON, exceeds `limit` bytes."""
-    size = len(orjson.dumps(metadata))
+    size = len(jsonio.dumps(metadata))
     if size > limit:
         raise MetadataTooLarge(size, limit)
 

@@ -7,8 +7,6 @@ A body the client never finished is a client disconnect, not a shorter body: `re
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from typing import Any, TypeVar
 
 import orjson
@@ -17,18 +15,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive
 
+from app import jsonio
 from app.errors import RequestTimeout, UnsupportedMediaType, ValidationFailed
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_TYPES = frozenset({"application/json"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
-
-# orjson reads an integer beyond 64 bits as a float, which is another number than the one sent (and it
-# cannot write such an integer back). A body with a run of 20 digits (the widest 64-bit integers have 19
-# or 20) is parsed again by the standard library, which keeps integers exact, to find and name any such
-# field: it is refused, never stored changed.
-_LONG_DIGIT_RUN = re.compile(rb"\d{20}")
-INT_MIN, UINT_MAX = -(2**63), 2**64 - 1
 
 
 async def read_body(receive: Receive, timeout: float) -> bytes:  # noqa: ASYNC109 (a limit, not a wrapper)
@@ -58,18 +50,6 @@ def validation_errors(error: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
-def _integer_beyond_64_bits(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Where in a parsed JSON value the first integer outside 64 bits is, if any."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return path if not INT_MIN <= value <= UINT_MAX else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        found = _integer_beyond_64_bits(item, (*path, str(key)))
-        if found is not None:
-            return found
-    return None
-
-
 def parse_json_body(
     body: bytes, content_type: str, model: type[Model], media_types: frozenset[str]
 ) -> Model | None:
@@ -81,14 +61,9 @@ def parse_json_body(
     if media_type not in media_types:
         raise UnsupportedMediaType(f"Send the body as {' or '.join(sorted(media_types))}.")
     try:
-        data = orjson.loads(body)
+        data = jsonio.loads(body)  # integers exact, also past 64 bits
     except orjson.JSONDecodeError as error:
         raise ValidationFailed.one("body", f"is not valid JSON ({error})") from None
-    if _LONG_DIGIT_RUN.search(body):
-        beyond = _integer_beyond_64_bits(json.loads(body), ())
-        if beyond is not None:
-            where = ".".join(beyond) or "body"
-            raise ValidationFailed.one(where, "is an integer beyond 64 bits, which cannot be kept exactly")
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -108,7 +83,7 @@ def require_json_body(
 
 def json_response(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(data, option=orjson.OPT_UTC_Z),
+        jsonio.dumps(data, jsonio.OPT_UTC_Z),
         status_code=status_code,
         headers=headers,
         media_type="application/json",

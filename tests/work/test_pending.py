@@ -171,7 +171,7 @@ async def test_bad_input_names_the_field(client: httpx.AsyncClient, raw_db) -> N
     for body, field in (
         ({**base, "request_id": 1.5}, "request_id"),
         ({**base, "request_id": None}, "request_id"),
-        ({**base, "request_id": 2**63}, "request_id"),  # past what the stored JSON text holds
+        ({**base, "request_id": 2**63}, "request_id"),  # ids are at most 64-bit (the schema says so)
         ({**base, "request_id": -(2**63) - 1}, "request_id"),
         ({**base, "request_id": 3.13e23}, "request_id"),
         ({**base, "timeout_seconds": 0}, "timeout_seconds"),
@@ -200,3 +200,10 @@ async def test_bad_input_names_the_field(client: httpx.AsyncClient, raw_db) -> N
         assert recorded["request_id"] == int(request_id) and type(recorded["request_id"]) is int
         answered = await client.post(path(session["id"]) + "/replies", json=reply(request_id), headers=auth())
         assert answered.status_code == 200, answered.text
+    # The client's response reaches the holder exactly as sent, whatever the size of its integers.
+    exact = {"content": {"n": 10**30, "m": -(2**70)}, "action": "accept"}
+    recorded = await record(client, session["id"], "exact")
+    answered = await client.post(path(session["id"]) + "/replies", json=reply("exact", exact), headers=auth())
+    assert answered.status_code == 200, answered.text
+    got = await client.get(f"{pending(session['id'])}/{recorded['pending_id']}", headers=auth())
+    assert got.json()["response"]["result"] == exact
